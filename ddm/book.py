@@ -1,0 +1,181 @@
+"""Presentation helpers the chapters call: the profile banner and the standard tables.
+
+Nothing here computes a result. The helpers format what a chapter measured, what was recorded
+earlier (:mod:`ddm.results`) and what the paper printed, and leave a cell blank, never filled in,
+where a number was not measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ddm.config import PROFILES, PROJECT_ROOT, ExperimentConfig, resolve_data_root
+
+# data set name -> (how the book names it, number of classes L)
+DATASETS: dict[str, tuple[str, int | None]] = {
+    "digits": ("scikit-learn digits (8x8)", 10),
+    "mnist": ("MNIST", 10),
+    "cifar10": ("CIFAR-10", 10),
+    "cifar10-jpeg": ("CIFAR-10 (JPEG copy)", 10),
+    "cifar100": ("CIFAR-100", 100),
+    "tiny-imagenet": ("Tiny ImageNet", 200),
+}
+BLANK = ""  # what an unmeasured cell shows
+ROW_KEYS = ("quantity", "this_run", "recorded", "paper", "note")
+
+
+def _as_dict(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"expected an ExperimentConfig or its dict, not {type(config).__name__}")
+
+
+def dataset_label(name: str) -> str:
+    """How the book names a data set (``folder:PATH`` becomes ``image folder PATH``)."""
+    if name.startswith("folder:"):
+        return f"image folder {name.split(':', 1)[1]}"
+    return DATASETS.get(name, (name, None))[0]
+
+
+def _per_class(n: int | None) -> str:
+    return "all" if n is None else str(n)
+
+
+def profile_banner(config: ExperimentConfig | Mapping[str, Any], data_root: str | Path | None = None) -> str:
+    """One markdown paragraph naming the profile, data, sizes, date and threads of this run.
+
+    Chapters show it under their title (``display(Markdown(profile_banner(cfg, data_root)))``)
+    so a reader always knows which run the page's numbers come from.
+    """
+    import torch
+
+    c = _as_dict(config)
+    data, clusters, model = c["data"], c["clusters"], c["model"]
+    name = data["name"]
+    classes = DATASETS.get(name, (None, None))[1]
+    per_class = clusters["clusters_per_class"]
+    k = f"K = {classes} x {per_class} = {classes * per_class}" if classes else f"{per_class} per class"
+    if name == "digits":
+        root = "bundled with scikit-learn"
+    else:
+        resolved = resolve_data_root(data_root)
+        try:
+            root = f"`{resolved.relative_to(PROJECT_ROOT)}`"
+        except ValueError:
+            root = f"`{resolved}`"
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"**Profile `{c.get('profile', '?')}`**: {dataset_label(name)} (data: {root}), "
+        f"{_per_class(data['train_per_class'])} training and {_per_class(data['test_per_class'])} "
+        f"test images per class; clusters {k}; {model['arch']} width {model['width']}, "
+        f"depth {model['depth']}; tau = {c['train']['epochs']} epochs; "
+        f"{c['distill']['steps']} distillation steps; T = {c['online']['finetune_steps']} fine-tune "
+        f"steps. Run on {when} on {c.get('device', 'cpu')} with {torch.get_num_threads()} torch "
+        f"thread(s). Every number on this page comes from this run, unless it is marked as "
+        f"recorded or as the paper's."
+    )
+
+
+def profiles_table() -> pd.DataFrame:
+    """One row per profile of :data:`ddm.config.PROFILES`: what each one runs."""
+    rows = []
+    for name, make in PROFILES.items():
+        c = make()
+        rows.append({
+            "profile": name,
+            "data set": dataset_label(c.data.name),
+            "train / class": _per_class(c.data.train_per_class),
+            "test / class": _per_class(c.data.test_per_class),
+            "clusters / class (C)": c.clusters.clusters_per_class,
+            "model": c.model.arch,
+            "width": c.model.width,
+            "depth": c.model.depth,
+            "epochs (tau)": c.train.epochs,
+            "lr": c.train.lr,
+            "batch": c.train.batch_size,
+            "distill steps": c.distill.steps,
+            "step length (s)": c.distill.step_length,
+            "lr images": c.distill.lr_img,
+            "fine-tune steps (T)": c.online.finetune_steps,
+            "fine-tune lr": c.online.finetune_lr,
+            "test points": c.eval.n_test_points,
+            "LDS masks": c.eval.lds_masks,
+            "noise seeds": len(c.eval.noise_seeds),
+            "device": c.device,
+        })
+    return pd.DataFrame(rows).set_index("profile")
+
+
+def format_number(value: Any, digits: int = 3) -> str:
+    """A number as a table shows it: ``digits`` significant digits, no exponent for ordinary
+    magnitudes, integers as they are; ``None`` and NaN become a blank, strings pass through."""
+    if value is None:
+        return BLANK
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return BLANK
+    if math.isinf(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude >= digits - 1 and magnitude < 9:
+        return f"{value:.0f}"
+    if -4 <= magnitude < digits - 1:
+        return f"{value:.{digits - 1 - magnitude}f}"
+    return f"{value:.{digits - 1}e}"
+
+
+def comparison_table(
+    rows: Sequence[Mapping[str, Any]],
+    this_profile: str | None = None,
+    recorded_profile: str | None = None,
+    paper_label: str = "paper",
+    digits: int = 3,
+) -> pd.DataFrame:
+    """Our numbers beside the paper's: ``quantity | ours (this run) | ours (recorded, profile X) | paper``.
+
+    Each row is a dict with ``quantity`` (the row's name) and any of ``this_run``, ``recorded``,
+    ``paper`` (numbers, strings or ``None``) and ``note``. A missing or ``None`` value leaves the
+    cell blank: a blank means "not measured", never an estimate. Unknown keys raise ``ValueError``
+    (so a misspelt key cannot silently blank a column). The ``note`` column appears only when a
+    row has one. The cells are formatted strings (:func:`format_number`).
+    """
+    this_col = f"ours (this run, {this_profile})" if this_profile else "ours (this run)"
+    rec_col = (f"ours (recorded, profile {recorded_profile})" if recorded_profile
+               else "ours (recorded: none)")
+    columns = {"this_run": this_col, "recorded": rec_col, "paper": paper_label}
+    has_note = any("note" in row for row in rows)
+    table = []
+    for i, row in enumerate(rows):
+        unknown = set(row) - set(ROW_KEYS)
+        if unknown:
+            raise ValueError(f"row {i} has unknown keys {sorted(unknown)}; keys are {list(ROW_KEYS)}")
+        if "quantity" not in row:
+            raise ValueError(f"row {i} has no 'quantity'")
+        if recorded_profile is None and row.get("recorded") is not None:
+            raise ValueError(f"row {i} ({row['quantity']}) has a recorded value; name its "
+                             "profile with recorded_profile=")
+        out = {"quantity": str(row["quantity"])}
+        for key, col in columns.items():
+            out[col] = format_number(row.get(key), digits)
+        if has_note:
+            out["note"] = str(row.get("note") or BLANK)
+        table.append(out)
+    frame = pd.DataFrame(table, columns=["quantity", *columns.values()] + (["note"] if has_note else []))
+    return frame.set_index("quantity")

@@ -1,0 +1,236 @@
+"""Configuration: frozen dataclasses for every stage and the named profiles.
+
+Every artifact in the store is keyed by the hash of the configuration that made it, so a
+changed learning rate can never silently reuse an old trajectory. The four profiles set the
+scale of every experiment in the book:
+
+- ``quick``: scikit-learn's bundled digits (8x8), runs anywhere offline in minutes;
+- ``ci``: real MNIST (and the CIFAR-10 JPEG copy) from ``../shared/data``, small subsets;
+- ``cpu``: the full tables on a CPU, hours;
+- ``paper``: the paper's Table 5 settings, for a GPU.
+
+This is the only module that reads environment variables (``DDM_DATA_ROOT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _help("data set: digits, mnist, cifar10, cifar10-jpeg, cifar100, tiny-imagenet, or folder:PATH", "digits")
+    train_per_class: int | None = _help("training images per class (None: all)", None)
+    test_per_class: int | None = _help("test images per class (None: all)", None)
+    seed: int = _help("seed of the balanced subset", 0)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    clusters_per_class: int = _help("C, k-means clusters per class; K = L x C (Supp. 6.1)", 10)
+    features: str = _help("pixels | learned | sequence ('DDM w/o cluster')", "pixels")
+    seed: int = _help("seed of k-means", 0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = _help("convnet | alexnet | resnet18_ap | vit", "convnet")
+    width: int = _help("width: ConvNet channels per layer; scales the other architectures too", 128)
+    depth: int = _help("ConvNet depth (conv blocks)", 3)
+    init: str = _help("kaiming | normal | xavier", "kaiming")
+    seed: int = _help("seed of theta_0", 0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _help("tau, epochs of target training (Eq. 2)", 30)
+    lr: float = _help("learning rate of the network (Table 5: 0.001 MNIST, 0.01 CIFAR)", 0.01)
+    momentum: float = _help("SGD momentum (the paper is silent; 0 keeps Eq. 2-3 exact)", 0.0)
+    batch_size: int = _help("mini-batch size", 64)
+    order_seed: int = _help("seed of the data order; the exact retrain reuses it", 0)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    method: str = _help("reverse (DDM, Eq. 6) | match (DDM-match, plain gradient matching)", "reverse")
+    pairing: str = _help("eq6: theta_t with theta_{tau-t}; alg1: theta_t with theta_{t+s}", "alg1")
+    step_length: int = _help("s, the step length of Algorithm 1 (Table 5: 4)", 4)
+    steps: int = _help("distillation iterations", 200)
+    lr_img: float = _help("learning rate of the synthetic images (Table 5: 0.1; Sec. 4.1: 10)", 0.1)
+    momentum_img: float = _help("momentum of the image optimiser (as in gradient matching)", 0.5)
+    ipc: int = _help("synthetic images per cluster", 1)
+    distance: str = _help("layerwise_cosine | cosine | mse", "layerwise_cosine")
+    soft_labels: bool = _help("OUR EXTENSION, not the paper's: learnable soft labels", False)
+    lr_label: float = _help("learning rate of the soft-label logits", 1.0)
+    real_batch: int = _help("real images per cluster per gradient (0: the whole cluster)", 0)
+    seed: int = _help("seed of initial images and of the sampled checkpoints", 0)
+    checkpoint_every: int = _help("save a resumable checkpoint every n steps", 50)
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    finetune_steps: int = _help("T, fine-tuning steps on the deleted synsets (Eq. 9)", 10)
+    finetune_lr: float = _help("learning rate of the fine-tune (paper: the training lr)", 0.01)
+    n_perturbations: int = _help("|P|, random perturbation masks (>= K)", 0)
+    delete_fraction: float = _help("expected fraction of clusters a random mask deletes", 0.1)
+    vectorised: bool = _help("fine-tune all perturbed models at once with torch.func", False)
+    seed: int = _help("seed of the perturbation masks", 0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_test_points: int = _help("random test points (paper: 20)", 20)
+    noise_seeds: tuple[int, ...] = _help("data-order seeds of the retrains that measure the noise floor", (1,))
+    lds_masks: int = _help("random cluster masks retrained exactly for the LDS", 10)
+    lds_keep_fraction: float = _help("fraction of clusters kept in an LDS mask", 0.5)
+    seed: int = _help("seed of the test points and masks", 0)
+    workers: int = _help("parallel processes for exact retrains", 1)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    profile: str = "quick"
+    data: DataConfig = field(default_factory=DataConfig)
+    clusters: ClusterConfig = field(default_factory=ClusterConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> "ExperimentConfig":
+        """Return a copy with dotted overrides, e.g. ``{"train.epochs": 5, "data.name": "mnist"}``."""
+        return apply_overrides(self, overrides)
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of a configuration (a dataclass or plain JSON-able data)."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Replace fields named ``section.field`` (or top-level ``device``/``profile``)."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None and "." not in key:
+            continue
+        if "." in key:
+            section, name = key.split(".", 1)
+            if not hasattr(config, section) or not dataclasses.is_dataclass(getattr(config, section)):
+                raise ValueError(f"unknown configuration section {section!r} in override {key!r}; "
+                                 f"sections are {[f.name for f in dataclasses.fields(config) if f.name not in ('profile', 'device')]}")
+            sub = getattr(config, section)
+            if name not in {f.name for f in dataclasses.fields(sub)}:
+                raise ValueError(f"unknown field {name!r} in section {section!r}; "
+                                 f"fields are {[f.name for f in dataclasses.fields(sub)]}")
+            sections.setdefault(section, {})[name] = value
+        else:
+            if key not in ("device", "profile"):
+                raise ValueError(f"unknown top-level override {key!r}; use section.field, e.g. train.epochs")
+            top[key] = value
+    replaced = {s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items()}
+    return dataclasses.replace(config, **replaced, **top)
+
+
+def _profile_quick() -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="quick",
+        data=DataConfig(name="digits", train_per_class=None, test_per_class=None),
+        clusters=ClusterConfig(clusters_per_class=5),
+        model=ModelConfig(arch="convnet", width=32, depth=2),
+        train=TrainConfig(epochs=10, lr=0.01, batch_size=32),
+        distill=DistillConfig(steps=200, step_length=2, lr_img=0.1),
+        online=OnlineConfig(finetune_steps=10, finetune_lr=0.01),
+        eval=EvalConfig(n_test_points=20, noise_seeds=(1,), lds_masks=20),
+    )
+
+
+def _profile_ci() -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="ci",
+        data=DataConfig(name="mnist", train_per_class=100, test_per_class=50),
+        clusters=ClusterConfig(clusters_per_class=3),
+        model=ModelConfig(arch="convnet", width=32, depth=3),
+        train=TrainConfig(epochs=6, lr=0.01, batch_size=32),
+        distill=DistillConfig(steps=100, step_length=2, lr_img=0.1),
+        online=OnlineConfig(finetune_steps=6, finetune_lr=0.01),
+        eval=EvalConfig(n_test_points=20, noise_seeds=(1,), lds_masks=10),
+    )
+
+
+def _profile_cpu() -> ExperimentConfig:
+    return ExperimentConfig(
+        profile="cpu",
+        data=DataConfig(name="mnist", train_per_class=300, test_per_class=100),
+        clusters=ClusterConfig(clusters_per_class=10),
+        model=ModelConfig(arch="convnet", width=64, depth=3),
+        train=TrainConfig(epochs=10, lr=0.01, batch_size=64),
+        distill=DistillConfig(steps=400, step_length=4, lr_img=0.1),
+        online=OnlineConfig(finetune_steps=10, finetune_lr=0.01),
+        eval=EvalConfig(n_test_points=20, noise_seeds=(1, 2), lds_masks=40, workers=2),
+    )
+
+
+def _profile_paper() -> ExperimentConfig:
+    # Table 5 (MNIST row): lr_net 0.001, lr_img 0.1, 30 epochs, step length 4, cosine; C = 10.
+    return ExperimentConfig(
+        profile="paper",
+        data=DataConfig(name="mnist"),
+        clusters=ClusterConfig(clusters_per_class=10),
+        model=ModelConfig(arch="convnet", width=128, depth=3),
+        train=TrainConfig(epochs=30, lr=0.001, batch_size=256),
+        distill=DistillConfig(steps=1000, step_length=4, lr_img=0.1),
+        online=OnlineConfig(finetune_steps=30, finetune_lr=0.001),
+        eval=EvalConfig(n_test_points=20, noise_seeds=(1, 2), lds_masks=100),
+        device="cuda",
+    )
+
+
+PROFILES = {"quick": _profile_quick, "ci": _profile_ci, "cpu": _profile_cpu, "paper": _profile_paper}
+
+
+def get_profile(name: str, **overrides: Any) -> ExperimentConfig:
+    """The named profile's configuration, with optional dotted overrides."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return apply_overrides(PROFILES[name](), overrides)
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """Data root: the argument, else ``$DDM_DATA_ROOT``, else the project's ``data/``."""
+    if root:
+        return Path(root).expanduser().resolve()
+    env = os.environ.get("DDM_DATA_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    return PROJECT_ROOT / "data"
+
+
+def resolve_cache_root(root: str | os.PathLike | None = None) -> Path:
+    """Artifact store root: the argument, else ``$DDM_CACHE``, else the project's ``.cache/``."""
+    if root:
+        return Path(root).expanduser().resolve()
+    env = os.environ.get("DDM_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    return PROJECT_ROOT / ".cache"

@@ -1,0 +1,444 @@
+"""Image data sets: one loader, one tensor container, balanced seeded subsets.
+
+Every data set comes back as an :class:`ImageData`: all images as one normalised float tensor of
+shape ``(N, C, H, W)``, their integer labels, and the index of each image in the full split it
+came from (its provenance, stored with every artifact built on it). The data sets are small enough
+for the experiments of the paper to hold in memory, which keeps the rest of the package free of
+data loaders.
+
+Names understood by :func:`load_dataset` (``DATASETS``, plus ``folder:PATH``):
+
+- ``digits``: scikit-learn's bundled 8x8 digits, the offline default (no files needed);
+- ``mnist``, ``cifar10``, ``cifar100``: torchvision's copies under the data root, downloaded only
+  when ``download=True``;
+- ``cifar10-jpeg``: an approximate JPEG copy of CIFAR-10 in ImageFolder layout;
+- ``tiny-imagenet``: Tiny ImageNet 200 in ImageFolder layout;
+- ``folder:PATH``: any ImageFolder layout ``PATH/{train,test}`` (or ``PATH/val`` for the test split).
+
+Invariant: for any ``per_class``, ``sub = load_dataset(name, split, root, per_class, seed)``
+satisfies ``sub.images == load_dataset(name, split, root).images[sub.source_indices]`` (and the
+same for the labels). For ImageFolder sets only the chosen files are decoded.
+
+This module reads no environment variables; :func:`ddm.config.resolve_data_root` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.transforms import functional as TF
+
+__all__ = ["DATASETS", "DataError", "ImageData", "balanced_subset_indices", "load_dataset"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "test")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar10-jpeg", "cifar100", "tiny-imagenet")
+FOLDER_PREFIX = "folder:"
+
+# Per-channel statistics on [0, 1] pixel values, each computed on the training split.
+# digits: the train split defined by _digits_split below (1,347 images, values / 16); computed once
+#   with ``x = load_digits().images[train] / 16; x.mean(), x.std()`` -> 0.30522, 0.37601.
+_DIGITS_MEAN, _DIGITS_STD = (0.3052,), (0.3760,)
+# MNIST: the usual published values (the shared README confirms them on the exact files).
+_MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
+# CIFAR-10 / CIFAR-100: per-pixel mean and standard deviation of the official train splits. (Some
+# dataset-distillation code uses std (0.2023, 0.1994, 0.2010) for CIFAR-10, which is not the
+# per-pixel std; the choice only rescales the inputs.)
+_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_CIFAR100_MEAN, _CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# Tiny ImageNet: the values used by the dataset-distillation literature (DC/DSA/MTT).
+_TINY_MEAN, _TINY_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
+# folder:PATH: 0.5 maps [0, 1] to [-1, 1]. It needs no pass over the user's data and does not depend
+# on which subset was drawn, so the same file always becomes the same tensor.
+_FOLDER_MEAN, _FOLDER_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+_ROOT_FIX = "set DDM_DATA_ROOT / the data_root parameter to a folder containing {layout}"
+
+
+class DataError(ValueError):
+    """A bad data set name, split, subset size, layout or file. The message says how to fix it."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A whole split (or a balanced subset of it) held in memory.
+
+    When ``name`` is ``"cifar10-jpeg"`` the images come from a JPEG-compressed copy of CIFAR-10 that is
+    not pixel-exact (mean absolute error about 5.8/255; models score 2-3 points lower): label every
+    result obtained from it "CIFAR-10 (JPEG copy)", never plain "CIFAR-10".
+    """
+
+    images: torch.Tensor  # shape: (N, C, H, W), float32, (x - mean) / std per channel
+    labels: torch.Tensor  # shape: (N,), int64 in [0, num_classes)
+    source_indices: torch.Tensor  # shape: (N,), int64, index of each image in the full split
+    classes: tuple[str, ...]  # class names; classes[label] names a label
+    name: str  # data set name as given to load_dataset
+    split: str  # "train" | "test"
+    mean: tuple[float, ...]  # per-channel mean used to normalise, on [0, 1]
+    std: tuple[float, ...]  # per-channel std used to normalise, on [0, 1]
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4 or self.labels.shape != (n,) or self.source_indices.shape != (n,):
+            raise DataError(
+                f"inconsistent ImageData shapes: images {tuple(self.images.shape)}, labels "
+                f"{tuple(self.labels.shape)}, source_indices {tuple(self.source_indices.shape)}; "
+                "build it with images (N, C, H, W) and labels/source_indices of shape (N,)"
+            )
+        if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
+            raise DataError(
+                f"mean/std have {len(self.mean)}/{len(self.std)} entries but the images have "
+                f"{self.images.shape[1]} channels; give one mean and one std per channel"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Height of the images (width equals it for every built-in set)."""
+        return int(self.images.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def denormalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation for plotting: ``clamp(x * std + mean, 0, 1)``.
+
+        ``images`` has shape ``(..., C, H, W)`` (a batch or one image); synthetic images may leave
+        the valid range, hence the clamp.
+        """
+        images = torch.as_tensor(images)
+        shape = (len(self.mean), 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
+        return (images * std + mean).clamp(0.0, 1.0)
+
+
+def _check_per_class(per_class: object) -> None:
+    if per_class is None:
+        return
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise DataError(f"per_class must be a positive integer or None (all images), got {per_class!r}")
+
+
+def balanced_subset_indices(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` items drawn per label without replacement.
+
+    Classes are visited in increasing label order with one ``numpy.random.default_rng(seed)``, so the
+    result depends only on ``(labels, per_class, seed)``. ``per_class=None`` returns every index.
+    """
+    labels = np.asarray(labels)
+    if per_class is None:
+        return np.arange(len(labels), dtype=np.int64)
+    _check_per_class(per_class)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if per_class > len(members):
+            raise DataError(
+                f"per_class={per_class} but label {label} has only {len(members)} images; "
+                f"pass per_class <= {len(members)} or None"
+            )
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    root: Path,
+    per_class: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+    image_size: int | None = None,
+) -> ImageData:
+    """Load a split of a data set, optionally a balanced subset of ``per_class`` images per class.
+
+    Args:
+        name: one of ``DATASETS`` or ``"folder:PATH"`` (PATH absolute, or relative to the working
+            directory).
+        split: ``"train"`` or ``"test"`` (Tiny ImageNet's and a folder's ``val`` serve as test).
+        root: the data root (see :func:`ddm.config.resolve_data_root`); unused by ``digits`` and
+            ``folder:PATH``.
+        per_class: images per class, drawn by :func:`balanced_subset_indices`; ``None`` for all.
+        seed: seed of the subset (``digits``' train/test split never depends on it).
+        download: let torchvision download MNIST/CIFAR into ``root`` when missing (needs internet).
+        image_size: resize every image to ``image_size x image_size`` (antialiased bilinear);
+            ``None`` keeps the stored size and requires all images of a folder to share it.
+
+    Raises:
+        DataError: for every bad input; the message names the problem and the fix.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; pass split='train' or split='test'")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"image_size must be a positive integer or None (keep the stored size), got {image_size!r}")
+    _check_per_class(per_class)
+    root = Path(root).expanduser()
+
+    if not isinstance(name, str):
+        raise DataError(f"data set name must be a string such as 'digits' or 'folder:PATH', got {name!r}")
+    if name.startswith(FOLDER_PREFIX):
+        text = name[len(FOLDER_PREFIX):].strip()
+        if not text:
+            raise DataError("folder: needs a path, e.g. name='folder:/data/my_images' with my_images/{train,test}/<class>/")
+        path = Path(text).expanduser()
+        return _load_folder(name, split, _folder_split_dir(path, split), _FOLDER_MEAN, _FOLDER_STD,
+                            per_class, seed, image_size)
+    if name == "digits":
+        return _load_digits(split, per_class, seed, image_size)
+    if name in ("mnist", "cifar10", "cifar100"):
+        return _load_torchvision(name, split, root, per_class, seed, download, image_size)
+    if name == "cifar10-jpeg":
+        directory = root / "cifar10-jpeg" / split
+        if not directory.is_dir():
+            raise DataError(
+                f"CIFAR-10 JPEG copy not found: expected the ImageFolder {directory}/<class>/*.jpg. "
+                "torchvision cannot download this copy; "
+                + _ROOT_FIX.format(layout="cifar10-jpeg/{train,test}/<class>/")
+                + ", or use name='cifar10' with download=True for the official files"
+            )
+        return _load_folder(name, split, directory, _CIFAR10_MEAN, _CIFAR10_STD, per_class, seed, image_size)
+    if name == "tiny-imagenet":
+        return _load_folder(name, split, _tiny_imagenet_dir(root, split), _TINY_MEAN, _TINY_STD,
+                            per_class, seed, image_size)
+    raise DataError(
+        f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or 'folder:PATH' for an "
+        "ImageFolder layout PATH/{train,test}/<class>/"
+    )
+
+
+# --- built-in sets ---------------------------------------------------------------------------
+
+
+def _digits_split(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified 75/25 split of the 1,797 digits (sorted bundle indices), seed-free."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(
+        np.arange(len(targets)), test_size=0.25, random_state=0, stratify=targets
+    )
+    return np.sort(train), np.sort(test)
+
+
+def _load_digits(split: str, per_class: int | None, seed: int, image_size: int | None) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bundle = load_digits()
+    train, test = _digits_split(bundle.target)
+    rows = train if split == "train" else test
+    pixels = bundle.images[rows].astype(np.float32) / 16.0  # shape: (n, 8, 8), on [0, 1]
+    labels = bundle.target[rows].astype(np.int64)
+    chosen = _subset(labels, per_class, seed, tuple(str(d) for d in range(10)), "digits")
+    images = torch.from_numpy(pixels[chosen]).unsqueeze(1)  # shape: (n, 1, 8, 8)
+    return _finish("digits", split, images, labels[chosen], chosen, tuple(str(d) for d in range(10)),
+                   _DIGITS_MEAN, _DIGITS_STD, image_size)
+
+
+_TORCHVISION_LAYOUT = {
+    "mnist": ("mnist", "mnist/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "cifar10": ("cifar10", "cifar10/cifar-10-batches-py/"),
+    "cifar100": ("cifar100", "cifar100/cifar-100-python/"),
+}
+
+
+def _load_torchvision(name: str, split: str, root: Path, per_class: int | None, seed: int,
+                      download: bool, image_size: int | None) -> ImageData:
+    from torchvision import datasets
+
+    folder, layout = _TORCHVISION_LAYOUT[name]
+    directory = root / folder
+    cls = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        dataset = cls(root=str(directory), train=split == "train", download=download)
+    except (RuntimeError, OSError) as error:
+        if download:
+            raise DataError(
+                f"could not download {name} into {directory} ({error}); check the internet connection, "
+                "or download=False and " + _ROOT_FIX.format(layout=layout)
+            ) from error
+        raise DataError(
+            f"{name} not found: expected {root / layout}. Pass download=True when online, or "
+            + _ROOT_FIX.format(layout=layout)
+        ) from error
+    if name == "mnist":
+        pixels = dataset.data.numpy()[:, None]  # shape: (n, 1, 28, 28), uint8
+        classes = tuple(str(d) for d in range(10))
+    else:
+        pixels = np.asarray(dataset.data).transpose(0, 3, 1, 2)  # shape: (n, 3, 32, 32), uint8
+        classes = tuple(dataset.classes)
+    labels = np.asarray(dataset.targets, dtype=np.int64)
+    chosen = _subset(labels, per_class, seed, classes, name)
+    images = torch.from_numpy(np.ascontiguousarray(pixels[chosen])).float().div_(255.0)
+    mean, std = {"mnist": (_MNIST_MEAN, _MNIST_STD), "cifar10": (_CIFAR10_MEAN, _CIFAR10_STD),
+                 "cifar100": (_CIFAR100_MEAN, _CIFAR100_STD)}[name]
+    return _finish(name, split, images, labels[chosen], chosen, classes, mean, std, image_size)
+
+
+def _tiny_imagenet_dir(root: Path, split: str) -> Path:
+    base = root / "tiny-imagenet-200"
+    directory = base / ("train" if split == "train" else "val")
+    if not directory.is_dir():
+        raise DataError(
+            f"Tiny ImageNet not found: expected {directory}. torchvision cannot download it; unpack "
+            "tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip) there, or "
+            + _ROOT_FIX.format(layout="tiny-imagenet-200/{train,val}/<wnid>/")
+        )
+    if split == "test":
+        subdirs = [e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")]
+        if subdirs == ["images"] or ((directory / "val_annotations.txt").is_file() and (directory / "images").is_dir()):
+            raise DataError(
+                f"{directory} is in the original Tiny ImageNet layout (val/images/*.JPEG with labels in "
+                "val_annotations.txt), not in class folders. Reorganise it once: for each line "
+                "'<file> <wnid> ...' of val_annotations.txt move val/images/<file> to "
+                "val/<wnid>/<file>, then delete the empty val/images folder"
+            )
+    return directory
+
+
+def _folder_split_dir(path: Path, split: str) -> Path:
+    if not path.is_dir():
+        raise DataError(
+            f"image folder {path} does not exist; pass name='folder:PATH' with PATH/train/<class>/ and "
+            "PATH/test/<class>/ (or PATH/val/<class>/) holding the images"
+        )
+    candidates = ("train",) if split == "train" else ("test", "val")
+    for candidate in candidates:
+        if (path / candidate).is_dir():
+            return path / candidate
+    raise DataError(
+        f"{path} has no {' or '.join(candidates)} folder; lay it out as "
+        f"{path}/{candidates[0]}/<class>/<image files> (the ImageFolder layout)"
+    )
+
+
+# --- ImageFolder sets ------------------------------------------------------------------------
+
+
+def _list_folder(directory: Path) -> tuple[tuple[str, ...], list[str], np.ndarray]:
+    """Class names and (path, label) listing of an ImageFolder, without decoding anything.
+
+    Classes are the sorted non-hidden sub-folders (torchvision's ImageFolder order); files are
+    sorted within each class.
+    """
+    classes = tuple(sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")))
+    if len(classes) < 2:
+        raise DataError(
+            f"{directory} has {len(classes)} class folder(s) {list(classes)}; a classification data set "
+            "needs at least two: put the images of each class in their own sub-folder, "
+            f"{directory}/<class>/<image files>"
+        )
+    samples = make_dataset(str(directory), {c: i for i, c in enumerate(classes)},
+                           extensions=IMG_EXTENSIONS, allow_empty=True)
+    paths = [path for path, _ in samples]
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(
+            f"class folder(s) {empty} in {directory} hold no images (extensions {', '.join(IMG_EXTENSIONS)}); "
+            "add images or remove the empty folders"
+        )
+    return classes, paths, labels
+
+
+def _decode(path: str, mode: str) -> torch.Tensor:
+    """One image file as a uint8 tensor of shape (C, H, W) in PIL ``mode``."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)  # forces the full decode inside the try
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"cannot read image {path} ({type(error).__name__}: {error}); replace or delete the "
+            "corrupt file"
+        ) from error
+    return TF.pil_to_tensor(image)
+
+
+def _load_folder(name: str, split: str, directory: Path, mean: tuple[float, ...], std: tuple[float, ...],
+                 per_class: int | None, seed: int, image_size: int | None) -> ImageData:
+    classes, paths, labels = _list_folder(directory)
+    chosen = _subset(labels, per_class, seed, classes, name)
+    logger.info("decoding %d of %d images from %s", len(chosen), len(paths), directory)
+    images = []
+    first: tuple[int, int] | None = None
+    first_path = ""
+    for index in chosen:
+        image = _decode(paths[index], "RGB")  # shape: (3, h, w), uint8
+        if image_size is not None:
+            image = _resize(image.float().div_(255.0), image_size)
+        else:
+            size = (int(image.shape[1]), int(image.shape[2]))
+            if first is None:
+                first, first_path = size, paths[index]
+            elif size != first:
+                raise DataError(
+                    f"images differ in size: {paths[index]} is {size[0]}x{size[1]} but {first_path} is "
+                    f"{first[0]}x{first[1]}; resize the files to one size, or pass image_size=N to "
+                    "load_dataset to resize them all to NxN"
+                )
+        images.append(image)
+    stacked = torch.stack(images)
+    if stacked.dtype == torch.uint8:
+        stacked = stacked.float().div_(255.0)
+    # image_size is already applied per file above; _finish only normalises.
+    return _finish(name, split, stacked, labels[chosen], chosen, classes, mean, std, None)
+
+
+# --- shared steps ----------------------------------------------------------------------------
+
+
+def _subset(labels: np.ndarray, per_class: int | None, seed: int, classes: Sequence[str], name: str) -> np.ndarray:
+    """Balanced subset indices, with the class *name* in the error when a class is too small."""
+    if per_class is not None:
+        counts = np.bincount(labels, minlength=len(classes))
+        smallest = int(np.argmin(counts))
+        if per_class > counts[smallest]:
+            raise DataError(
+                f"per_class={per_class} but class {classes[smallest]!r} of {name} has only "
+                f"{counts[smallest]} images in this split; pass per_class <= {counts[smallest]} or None"
+            )
+    return balanced_subset_indices(labels, per_class, seed)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of float images on [0, 1], shape (..., C, H, W) -> (..., C, size, size)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return TF.resize(images, [size, size], antialias=True).clamp_(0.0, 1.0)
+
+
+def _finish(name: str, split: str, images: torch.Tensor, labels: np.ndarray, chosen: np.ndarray,
+            classes: Sequence[str], mean: tuple[float, ...], std: tuple[float, ...],
+            image_size: int | None) -> ImageData:
+    """Resize (optional) and normalise float images on [0, 1] into an :class:`ImageData`."""
+    if image_size is not None:
+        images = _resize(images, image_size)
+    images = TF.normalize(images.contiguous(), list(mean), list(std), inplace=True)
+    return ImageData(
+        images=images.to(torch.float32),
+        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        source_indices=torch.from_numpy(np.asarray(chosen, dtype=np.int64)),
+        classes=tuple(classes),
+        name=name,
+        split=split,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+

@@ -1,0 +1,196 @@
+"""One experiment, stage by stage, every stage's output cached in the store.
+
+``Experiment`` ties a configuration to its data and model and hands out the artifacts of the
+data flow (clusters -> target trajectory -> synset -> perturbed models; exact retrains beside
+them), each computed once and keyed by the part of the configuration that made it. Chapters
+and the command line call these methods; the math lives in the stage modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddm import clustering as clustering_mod
+from ddm.clustering import Clustering
+from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig,
+                        resolve_cache_root, resolve_data_root)
+from ddm.data import ImageData, load_dataset
+from ddm.matching import Synset, distill_synset
+from ddm.models import build_model, penultimate_features
+from ddm.online import perturbed_models, predict_many
+from ddm.store import ArtifactStore
+from ddm.training import (Params, RetrainJob, Trajectory, get_params, predict_logits, run_retrains,
+                          train_trajectory)
+
+log = logging.getLogger(__name__)
+
+
+def _asdict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+@dataclass
+class Experiment:
+    config: ExperimentConfig
+    train: ImageData
+    test: ImageData
+    store: ArtifactStore
+    data_root: Path
+    progress: bool = True
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def create(cls, config: ExperimentConfig, data_root=None, cache_root=None, progress: bool = True,
+               download: bool = False) -> "Experiment":
+        root = resolve_data_root(data_root)
+        d = config.data
+        train = load_dataset(d.name, "train", root, per_class=d.train_per_class, seed=d.seed, download=download)
+        test = load_dataset(d.name, "test", root, per_class=d.test_per_class, seed=d.seed, download=download)
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu'")
+        store = ArtifactStore(resolve_cache_root(cache_root))
+        return cls(config, train, test, store, root, progress)
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def new_model(self) -> nn.Module:
+        """theta_0: the architecture initialised with the configured scheme and seed."""
+        return build_model(self.config.model, self.train.channels, self.num_classes, self.train.image_size)
+
+    def initial_params(self) -> Params:
+        return get_params(self.new_model())
+
+    def _key(self, *parts: str, **extra: Any) -> dict:
+        key = {"data": _asdict(self.config.data), "data_fingerprint": self._fingerprint()}
+        for part in parts:
+            key[part] = _asdict(getattr(self.config, part))
+        key.update({k: _asdict(v) for k, v in extra.items()})
+        return key
+
+    def _fingerprint(self) -> str:
+        # Guards against another data root holding different files under the same name.
+        labels = self.train.labels.numpy()
+        return f"{len(self.train)}:{int(self.train.source_indices.sum())}:{int(labels.sum())}:" \
+               f"{float(self.train.images[:64].sum()):.4f}"
+
+    # ---------------------------------------------------------------- stages
+    def target(self) -> Trajectory:
+        """Eq. 2: the target network's trajectory theta_0..theta_tau (cached)."""
+        def compute():
+            start = time.perf_counter()
+            trajectory = train_trajectory(self.new_model(), self.initial_params(), self.train.images,
+                                          self.train.labels, self.config.train, device=self.device,
+                                          progress=self.progress)
+            log.info("target trained in %.1f s", time.perf_counter() - start)
+            return trajectory
+        return self.store.get_or_compute("target", self._key("model", "train"), compute)
+
+    def clusters(self, config: ClusterConfig | None = None) -> Clustering:
+        """Supp. 6.1: per-class clusters of the training set (cached)."""
+        config = config or self.config.clusters
+        extra: dict[str, Any] = {"clusters": config}
+        if config.features == "learned":
+            extra.update(model=self.config.model, train=self.config.train)
+
+        def compute():
+            labels = self.train.labels
+            if config.features == "sequence":
+                return clustering_mod.sequence_clusters(labels, config.clusters_per_class)
+            if config.features == "class":
+                return clustering_mod.class_groups(labels)
+            features = self.features(config.features, self.train.images)
+            return clustering_mod.kmeans_clusters(features, labels, config.clusters_per_class, config.seed,
+                                                  method=f"kmeans-{config.features}")
+        return self.store.get_or_compute("clusters", self._key(**extra), compute)
+
+    def class_groups(self) -> Clustering:
+        return self.clusters(dataclasses.replace(self.config.clusters, features="class"))
+
+    def features(self, kind: str, images: torch.Tensor) -> np.ndarray:
+        """Features for clustering and the nearest-centroid baseline: pixels, or the target
+        network's penultimate layer ('learned')."""
+        if kind == "pixels":
+            return clustering_mod.pixel_features(images)
+        if kind == "learned":
+            model = self.new_model()
+            from ddm.training import set_params
+            set_params(model, self.target().final)
+            with torch.no_grad():
+                return torch.cat([penultimate_features(model, chunk) for chunk in images.split(512)]).double().numpy()
+        raise ValueError(f"unknown feature kind {kind!r}; choose 'pixels', 'learned', 'sequence' or 'class'")
+
+    def synset(self, distill: DistillConfig | None = None, clusters: ClusterConfig | None = None) -> Synset:
+        """Algorithm 1: the distilled synset for the configured clusters (cached, resumable)."""
+        distill = distill or self.config.distill
+        clusters = clusters or self.config.clusters
+        key = self._key("model", "train", clusters=clusters, distill=distill)
+        if self.store.exists("synset", key):
+            return self.store.load("synset", key)
+        checkpoint = self.store.checkpoint_path("synset", key)
+        start = time.perf_counter()
+        synset = distill_synset(self.new_model(), self.target(), self.train.images, self.train.labels,
+                                self.clusters(clusters), self.num_classes, distill,
+                                checkpoint_path=checkpoint, progress=self.progress, device=self.device)
+        log.info("synset distilled in %.1f s", time.perf_counter() - start)
+        self.store.save("synset", key, synset)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return synset
+
+    def perturbed_outputs(self, synset: Synset, keep_masks: torch.Tensor, images: torch.Tensor,
+                          online: OnlineConfig | None = None) -> torch.Tensor:
+        """Eq. 9 for every mask, then the logits of every perturbed model on ``images``: (M, N, L)."""
+        online = online or self.config.online
+        model = self.new_model()
+        models = perturbed_models(model, self.target().final, synset.images, synset.labels, synset.label_logits,
+                                  synset.cluster, keep_masks, online.finetune_steps, online.finetune_lr,
+                                  vectorised=online.vectorised, progress=self.progress)
+        return predict_many(model, models, images)
+
+    def target_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.new_model(), self.target().final, images)
+
+    # ---------------------------------------------------------------- exact unlearning
+    def exact_retrain_logits(self, removal_sets: list[tuple[int, ...]], clustering: Clustering,
+                             order_seed: int | None = None, workers: int | None = None) -> torch.Tensor:
+        """Exact unlearning of every removal set (cluster ids of ``clustering``): logits of each
+        retrained network on the whole test set, (R, N_test, L). Every retrain is its own cached
+        artifact, so an interrupted batch resumes where it stopped and jobs run in parallel."""
+        seed = self.config.train.order_seed if order_seed is None else order_seed
+        workers = self.config.eval.workers if workers is None else workers
+        keys = [self._key("model", "train", clustering=clustering.assignment.tolist(),
+                          removed=sorted(int(c) for c in removal), order_seed=seed) for removal in removal_sets]
+        missing = [i for i, key in enumerate(keys) if not self.store.exists("retrain", key)]
+        batch = max(1, workers) * 4
+        model = self.new_model()
+        for start in range(0, len(missing), batch):
+            chunk = missing[start:start + batch]
+            jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in chunk]
+            finals = run_retrains(model, self.initial_params(), self.train.images, self.train.labels,
+                                  self.config.train, jobs, workers=workers, device=self.device,
+                                  progress=self.progress)
+            for i, params in zip(chunk, finals):
+                logits = predict_logits(model, params, self.test.images, device=self.device)
+                self.store.save("retrain", keys[i], {"test_logits": logits})
+        return torch.stack([self.store.load("retrain", key)["test_logits"] for key in keys])
+
+    def test_point_indices(self) -> torch.Tensor:
+        """The evaluation's random test points (paper: 20), seeded."""
+        n = min(self.config.eval.n_test_points, len(self.test))
+        generator = torch.Generator().manual_seed(self.config.eval.seed)
+        return torch.randperm(len(self.test), generator=generator)[:n].sort().values

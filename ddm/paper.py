@@ -1,0 +1,33 @@
+"""The paper's published numbers, cited so chapters can set ours beside them.
+
+Source: Ye, Yu, Liu, Wang, "Distilled Datamodel with Reverse Gradient Matching", CVPR 2024
+(tables as restated in ../shared/paper/NOTES.md). Nothing here is measured by this project.
+"""
+
+# Table 1 (ablation): Dist1 x100 / Dist2 / Dist3 for MNIST, CIFAR-10, CIFAR-100. None = not reported.
+TABLE1 = {
+    "Random Select": {"mnist": (3.3, 0.43, 0.07), "cifar10": (2.7, 0.34, 0.54), "cifar100": (2.3, 0.54, 0.8)},
+    "Predict-based": {"mnist": (5.5, None, None), "cifar10": (3.1, None, None), "cifar100": (3.9, None, None)},
+    "Clustering-based": {"mnist": (6.2, None, None), "cifar10": (2.5, None, None), "cifar100": (3.6, None, None)},
+    "DDM w/o cluster": {"mnist": (9.1, 0.55, 0.11), "cifar10": (5.9, 0.57, 0.78), "cifar100": (3.5, 0.77, 1.2)},
+    "DDM-match": {"mnist": (10.8, 0.73, 0.13), "cifar10": (5.8, 0.76, 0.81), "cifar100": (4.8, 0.71, 1.6)},
+    "DDM-full": {"mnist": (10.8, 0.73, 0.13), "cifar10": (6.8, 0.81, 0.92), "cifar100": (5.3, 0.88, 1.6)},
+}
+
+# Table 4: (Acc_0, Acc_tau) in % for Normal, DDM-Match, DDM.
+TABLE4 = {
+    "mnist": {"Normal": (12.5, 95.7), "DDM-match": (12.6, 85.0), "DDM": (0.6, 95.7)},
+    "cifar10": {"Normal": (12.6, 85.0), "DDM-match": (12.6, 40.2), "DDM": (15.5, 85.0)},
+    "cifar100": {"Normal": (2.2, 56.1), "DDM-match": (2.2, 23.5), "DDM": (0.8, 56.1)},
+    "tiny-imagenet": {"Normal": (1.4, 37.5), "DDM-match": (1.4, 7.8), "DDM": (0.1, 37.5)},
+}
+
+# Supp. 6.2: claimed speed-up of hierarchical over flat attribution.
+HIERARCHICAL_SPEEDUP = {"cifar10": 5.0, "cifar100": 10.0}
+
+
+def paper_key(dataset: str) -> str | None:
+    """The paper's data set a run of ours is compared with (the JPEG copy compares with CIFAR-10,
+    with its caveat); None for data the paper never used (digits, your own folder)."""
+    return {"mnist": "mnist", "cifar10": "cifar10", "cifar10-jpeg": "cifar10", "cifar100": "cifar100",
+            "tiny-imagenet": "tiny-imagenet"}.get(dataset)

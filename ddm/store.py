@@ -1,0 +1,122 @@
+"""The artifact store: every stage's output, keyed by the configuration that made it.
+
+An artifact lives in ``<root>/<kind>/<hash>/`` as ``artifact.pt`` beside ``config.json``. The
+hash is taken over the full configuration of the stage *and everything upstream of it*, so a
+changed learning rate gives a new key instead of silently reusing an old trajectory. On load
+the stored configuration is compared with the requested one and a mismatch is refused; a
+truncated or corrupt file is reported with the command that removes it. Writes go to a
+temporary file that is renamed into place, so an interrupted run never leaves half an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ddm.config import config_hash
+
+
+class StoreError(RuntimeError):
+    """An artifact that cannot be used: configuration mismatch or corrupt file."""
+
+
+def _canonical(config: Any) -> Any:
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class ArtifactStore:
+    """Config-hashed artifacts on disk. ``root=None`` keeps nothing (every call recomputes)."""
+
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root is not None else None
+
+    def path(self, kind: str, config: dict) -> Path:
+        if self.root is None:
+            raise StoreError("this store keeps nothing on disk (root=None)")
+        return self.root / kind / config_hash(config)
+
+    def exists(self, kind: str, config: dict) -> bool:
+        return self.root is not None and (self.path(kind, config) / "artifact.pt").exists()
+
+    def save(self, kind: str, config: dict, obj: Any) -> Path:
+        folder = self.path(kind, config)
+        atomic_write_text(json.dumps(_canonical(config), indent=2, sort_keys=True), folder / "config.json")
+        atomic_torch_save(obj, folder / "artifact.pt")
+        return folder
+
+    def load(self, kind: str, config: dict) -> Any:
+        folder = self.path(kind, config)
+        stored_config_path = folder / "config.json"
+        if not stored_config_path.exists():
+            raise StoreError(f"{kind} artifact at {folder} has no config.json; remove the folder "
+                             f"(rm -r {folder}) and run again")
+        stored = json.loads(stored_config_path.read_text())
+        if stored != _canonical(config):
+            raise StoreError(
+                f"{kind} artifact at {folder} was written by another configuration "
+                f"(differing keys: {sorted(_diff_keys(stored, _canonical(config)))}); "
+                f"remove it (rm -r {folder}) to recompute")
+        try:
+            return torch.load(folder / "artifact.pt", map_location="cpu", weights_only=False)
+        except Exception as error:  # torch raises several types for truncated zip files
+            raise StoreError(f"{kind} artifact {folder / 'artifact.pt'} is corrupt or truncated ({error}); "
+                             f"remove it (rm -r {folder}) and run again") from error
+
+    def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
+        """Load the artifact made by ``config`` or compute and save it."""
+        if self.root is None:
+            return compute()
+        if self.exists(kind, config):
+            return self.load(kind, config)
+        result = compute()
+        self.save(kind, config, result)
+        return result
+
+    def checkpoint_path(self, kind: str, config: dict) -> Path | None:
+        """Where a resumable stage keeps its partial state (None when the store keeps nothing)."""
+        if self.root is None:
+            return None
+        return self.path(kind, config) / "checkpoint.pt"
+
+    def clear(self, kind: str | None = None) -> None:
+        if self.root is None:
+            return
+        target = self.root / kind if kind else self.root
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        out: set[str] = set()
+        for key in keys:
+            out |= _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}

@@ -1,0 +1,230 @@
+"""Tests of ddm.data: the embedded digits, real MNIST and the CIFAR-10 JPEG copy, and every error path.
+
+Real data come from ``$DDM_DATA_ROOT`` if set, else ``../shared/data`` beside the repository; tests
+that need a set skip, saying so, when it is absent. All tests run on a CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ddm.data import DATASETS, DataError, ImageData, balanced_subset_indices, load_dataset
+
+SHARED = Path(os.environ["DDM_DATA_ROOT"]) if os.environ.get("DDM_DATA_ROOT") else (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+HAS_MNIST = (SHARED / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+HAS_CIFAR_JPEG = (SHARED / "cifar10-jpeg" / "train").is_dir()
+needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"real MNIST not found under {SHARED}/mnist (set DDM_DATA_ROOT)")
+needs_cifar_jpeg = pytest.mark.skipif(
+    not HAS_CIFAR_JPEG, reason=f"CIFAR-10 JPEG copy not found under {SHARED}/cifar10-jpeg (set DDM_DATA_ROOT)"
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _image_folder(base: Path, classes: dict[str, list[tuple[int, int]]], split: str = "train") -> Path:
+    """Write a tiny ImageFolder ``base/split/<class>/<i>.png`` with the given (height, width) per image."""
+    for c, (name, sizes) in enumerate(classes.items()):
+        folder = base / split / name
+        folder.mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            pixels = np.full((h, w, 3), 40 * c + 10 * i, dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return base
+
+
+# --- digits (embedded) -------------------------------------------------------------------------
+
+
+def test_digits_split_shapes_and_labels(tmp_path: Path) -> None:
+    train = load_dataset("digits", "train", tmp_path)
+    test = load_dataset("digits", "test", tmp_path)
+    assert len(train) + len(test) == 1797
+    assert (len(train), len(test)) == (1347, 450)
+    for data in (train, test):
+        assert isinstance(data, ImageData)
+        assert data.images.shape[1:] == (1, 8, 8) and data.images.dtype == torch.float32
+        assert data.labels.dtype == torch.int64 and data.source_indices.dtype == torch.int64
+        assert set(data.labels.tolist()) == set(range(10))
+        assert (data.channels, data.image_size, data.num_classes) == (1, 8, 10)
+    # The split does not depend on the subset seed.
+    assert torch.equal(load_dataset("digits", "test", tmp_path, seed=5).images, test.images)
+
+
+def test_digits_normalisation_and_denormalise(tmp_path: Path) -> None:
+    train = load_dataset("digits", "train", tmp_path)
+    assert abs(train.images.mean().item()) < 1e-3
+    assert abs(train.images.std().item() - 1.0) < 1e-3
+    pixels = train.denormalise(train.images)
+    assert pixels.min() >= 0 and pixels.max() <= 1
+    # Digits take the 17 values k/16 on [0, 1].
+    assert torch.allclose(pixels * 16, (pixels * 16).round(), atol=1e-4)
+
+
+def test_digits_subset_matches_full_split(tmp_path: Path) -> None:
+    full = load_dataset("digits", "train", tmp_path)
+    sub = load_dataset("digits", "train", tmp_path, per_class=7, seed=3)
+    assert len(sub) == 70
+    assert torch.bincount(sub.labels).tolist() == [7] * 10
+    assert torch.equal(sub.images, full.images[sub.source_indices])
+    assert torch.equal(sub.labels, full.labels[sub.source_indices])
+
+
+# --- balanced_subset_indices ---------------------------------------------------------------------
+
+
+def test_balanced_subset_indices() -> None:
+    labels = np.repeat(np.arange(4), [5, 6, 7, 8])
+    a = balanced_subset_indices(labels, 3, seed=0)
+    assert np.all(np.diff(a) > 0)
+    assert np.bincount(labels[a]).tolist() == [3, 3, 3, 3]
+    assert np.array_equal(a, balanced_subset_indices(labels, 3, seed=0))
+    assert not np.array_equal(a, balanced_subset_indices(labels, 3, seed=1))
+    assert np.array_equal(balanced_subset_indices(labels, None, seed=0), np.arange(len(labels)))
+    with pytest.raises(DataError, match="per_class <= 5"):
+        balanced_subset_indices(labels, 6, seed=0)
+    with pytest.raises(DataError, match="positive integer"):
+        balanced_subset_indices(labels, 0, seed=0)
+
+
+# --- MNIST (real) --------------------------------------------------------------------------------
+
+
+@needs_mnist
+def test_mnist_full_counts_and_shape() -> None:
+    train = load_dataset("mnist", "train", SHARED)
+    test = load_dataset("mnist", "test", SHARED)
+    assert (len(train), len(test)) == (60000, 10000)
+    assert train.images.shape[1:] == (1, 28, 28)
+    assert train.classes == tuple(str(d) for d in range(10))
+    assert abs(train.images.mean().item()) < 1e-2 and abs(train.images.std().item() - 1) < 1e-2
+
+
+@needs_mnist
+def test_mnist_subset_balanced_deterministic_and_traceable() -> None:
+    from torchvision.datasets import MNIST
+
+    a = load_dataset("mnist", "train", SHARED, per_class=20, seed=0)
+    assert len(a) == 200
+    assert torch.bincount(a.labels, minlength=10).tolist() == [20] * 10
+    again = load_dataset("mnist", "train", SHARED, per_class=20, seed=0)
+    assert torch.equal(a.images, again.images) and torch.equal(a.source_indices, again.source_indices)
+    other = load_dataset("mnist", "train", SHARED, per_class=20, seed=1)
+    assert not torch.equal(a.source_indices, other.source_indices)
+    reference = MNIST(root=str(SHARED / "mnist"), train=True, download=False)
+    assert torch.equal(reference.targets[a.source_indices], a.labels)
+    raw = reference.data[a.source_indices].float().div(255).unsqueeze(1)
+    assert torch.allclose(a.denormalise(a.images), raw, atol=1e-5)
+
+
+# --- CIFAR-10 JPEG copy (real) -------------------------------------------------------------------
+
+
+@needs_cifar_jpeg
+def test_cifar10_jpeg_subset() -> None:
+    data = load_dataset("cifar10-jpeg", "train", SHARED, per_class=5, seed=0)
+    assert len(data) == 50
+    assert data.images.shape[1:] == (3, 32, 32)
+    assert data.classes == CIFAR10_CLASSES
+    assert torch.bincount(data.labels).tolist() == [5] * 10
+    test = load_dataset("cifar10-jpeg", "test", SHARED, per_class=5, seed=0)
+    assert len(test) == 50 and test.split == "test"
+
+
+@needs_cifar_jpeg
+def test_cifar10_jpeg_channel_means_near_readme() -> None:
+    data = load_dataset("cifar10-jpeg", "train", SHARED, per_class=20, seed=0)
+    means = data.denormalise(data.images).mean(dim=(0, 2, 3))
+    # README: train per-channel mean (0.4913, 0.4821, 0.4465); 200 images leave sampling noise.
+    assert torch.allclose(means, torch.tensor([0.4913, 0.4821, 0.4465]), atol=0.06)
+
+
+# --- error paths ---------------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_valid_names(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_dataset("imagenet", "train", tmp_path)
+    for name in DATASETS:
+        assert name in str(info.value)
+    assert "folder:PATH" in str(info.value)
+
+
+def test_bad_split(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="split='test'"):
+        load_dataset("digits", "validation", tmp_path)
+
+
+@pytest.mark.parametrize("name, layout", [("mnist", "mnist/MNIST/raw"), ("cifar10", "cifar-10-batches-py")])
+def test_missing_root_names_path_and_fix(tmp_path: Path, name: str, layout: str) -> None:
+    with pytest.raises(DataError) as info:
+        load_dataset(name, "train", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and layout in message
+    assert "download=True" in message and "DDM_DATA_ROOT" in message
+
+
+def test_missing_image_folder_sets(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="DDM_DATA_ROOT"):
+        load_dataset("cifar10-jpeg", "train", tmp_path)
+    with pytest.raises(DataError, match="tiny-imagenet-200"):
+        load_dataset("tiny-imagenet", "train", tmp_path)
+    with pytest.raises(DataError, match="PATH/train"):
+        load_dataset(f"folder:{tmp_path / 'nowhere'}", "train", tmp_path)
+
+
+def test_per_class_too_large_names_class(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"cats": [(4, 4)] * 3, "dogs": [(4, 4)] * 2})
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path, per_class=3)
+    assert "'dogs'" in str(info.value) and "only 2" in str(info.value) and "per_class <= 2" in str(info.value)
+    with pytest.raises(DataError, match="per_class <= 43"):  # digits test split: smallest class, 43
+        load_dataset("digits", "test", tmp_path, per_class=10_000)
+
+
+def test_folder_with_one_class(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"only": [(4, 4)] * 3})
+    with pytest.raises(DataError, match="at least two"):
+        load_dataset(f"folder:{base}", "train", tmp_path)
+
+
+def test_corrupt_image_names_file(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"a": [(4, 4)] * 2, "b": [(4, 4)] * 2})
+    bad = base / "train" / "b" / "broken.png"
+    bad.write_bytes(b"this is not a png at all")
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    assert str(bad) in str(info.value) and "replace or delete" in str(info.value)
+
+
+def test_inconsistent_sizes_and_image_size_fix(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"a": [(4, 4), (4, 4)], "b": [(6, 5), (4, 4)]})
+    with pytest.raises(DataError, match="image_size="):
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    data = load_dataset(f"folder:{base}", "train", tmp_path, image_size=8)
+    assert data.images.shape == (4, 3, 8, 8)
+
+
+def test_folder_loads_with_val_as_test(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"a": [(4, 4)] * 3, "b": [(4, 4)] * 3}, split="val")
+    data = load_dataset(f"folder:{base}", "test", tmp_path, per_class=2, seed=0)
+    assert len(data) == 4 and data.classes == ("a", "b") and data.mean == (0.5, 0.5, 0.5)
+    assert data.denormalise(data.images).min() >= 0
+    full = load_dataset(f"folder:{base}", "test", tmp_path)
+    assert torch.equal(data.images, full.images[data.source_indices])
+    with pytest.raises(DataError, match="PATH|train"):
+        load_dataset(f"folder:{base}", "train", tmp_path)
+
+
+def test_tiny_imagenet_original_val_layout_explains_reorganisation(tmp_path: Path) -> None:
+    val = tmp_path / "tiny-imagenet-200" / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "val_annotations.txt").write_text("val_0.JPEG\tn01443537\t0\t0\t63\t63\n")
+    with pytest.raises(DataError, match="val_annotations.txt"):
+        load_dataset("tiny-imagenet", "test", tmp_path)

@@ -1,0 +1,156 @@
+"""ddm.results: records round-trip, tampering is caught, and every committed record is valid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ddm.config import PROJECT_ROOT, config_hash, get_profile
+from ddm.results import (
+    RESULTS_ROOT,
+    find_recorded,
+    iter_record_files,
+    load_results,
+    record_path,
+    record_results,
+    validate_record,
+)
+
+NUMBERS = {"spearman": 0.25, "top1": 3, "verdict": "not reproduced", "missing": None,
+           "mnist": {"dist1_x100": 10.2, "dist2": 0.7}}
+
+
+@pytest.fixture
+def record_file(tmp_path: Path) -> Path:
+    config = get_profile("quick")
+    return record_results("quick", "03_online_attribution", NUMBERS, config,
+                          command="make record PROFILE=quick", root=tmp_path)
+
+
+def test_round_trip(tmp_path: Path, record_file: Path) -> None:
+    assert record_file == tmp_path / "quick" / "03_online_attribution.json"
+    record = load_results("quick", "03_online_attribution", root=tmp_path)
+    assert record is not None
+    assert validate_record(record, record_file) == []
+    assert record["numbers"] == NUMBERS
+    config = get_profile("quick").to_dict()
+    assert record["config_hash"] == config_hash(config)  # tuples and lists hash alike
+    assert record["config"]["train"]["epochs"] == config["train"]["epochs"]
+    assert record["profile"] == "quick" and record["chapter"] == "03_online_attribution"
+    assert record["command"] == "make record PROFILE=quick"
+    assert record["threads"] >= 1 and record["torch_version"]
+    assert set(record["machine"]) >= {"node", "platform", "processor", "cpu_count"}
+    assert record["date"].endswith("+00:00")
+    assert not list(tmp_path.rglob("*.tmp")), "the atomic write left a temporary file"
+
+
+def test_absent_record_is_none(tmp_path: Path) -> None:
+    assert load_results("cpu", "01_clustering", root=tmp_path) is None
+    assert find_recorded("01_clustering", root=tmp_path) is None
+
+
+def test_record_accepts_a_plain_dict_and_numpy_scalars(tmp_path: Path) -> None:
+    import numpy as np
+
+    config = get_profile("ci").to_dict()
+    path = record_results("ci", "01_clustering", {"acc": np.float64(0.5), "n": np.int64(7)},
+                          config, command="x", root=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["numbers"] == {"acc": 0.5, "n": 7}
+    assert validate_record(record, path) == []
+
+
+def test_overwrite_replaces_the_record(tmp_path: Path, record_file: Path) -> None:
+    record_results("quick", "03_online_attribution", {"spearman": 0.5}, get_profile("quick"),
+                   command="again", root=tmp_path)
+    record = load_results("quick", "03_online_attribution", root=tmp_path)
+    assert record["numbers"] == {"spearman": 0.5} and record["command"] == "again"
+
+
+def test_find_recorded_prefers_the_slowest_profile(tmp_path: Path) -> None:
+    for profile in ("ci", "cpu"):
+        record_results(profile, "04_unlearning", {"acc": 1.0}, get_profile(profile),
+                       command="x", root=tmp_path)
+    assert find_recorded("04_unlearning", root=tmp_path)["profile"] == "cpu"
+    assert find_recorded("04_unlearning", exclude="cpu", root=tmp_path)["profile"] == "ci"
+
+
+def test_tampered_hash_is_rejected(record_file: Path) -> None:
+    record = json.loads(record_file.read_text())
+    record["config"]["train"]["epochs"] += 1  # the config no longer matches its hash
+    problems = validate_record(record)
+    assert any("config_hash" in p for p in problems)
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="config_hash"):
+        load_results("quick", "03_online_attribution", root=record_file.parent.parent)
+    assert load_results("quick", "03_online_attribution", root=record_file.parent.parent,
+                        validate=False) is not None
+
+
+def test_edited_hash_is_rejected(record_file: Path) -> None:
+    record = json.loads(record_file.read_text())
+    record["config_hash"] = "0" * 12
+    assert any("config_hash" in p for p in validate_record(record))
+
+
+@pytest.mark.parametrize("field", ["schema_version", "profile", "chapter", "numbers", "config",
+                                   "config_hash", "date", "machine", "torch_version", "threads",
+                                   "command"])
+def test_missing_field_is_rejected(record_file: Path, field: str) -> None:
+    record = json.loads(record_file.read_text())
+    del record[field]
+    assert f"missing field {field!r}" in validate_record(record)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.update(threads="1"), "field 'threads'"),
+    (lambda r: r.update(threads=True), "field 'threads'"),
+    (lambda r: r["numbers"].update(bad=[1, 2]), "numbers.bad"),
+    (lambda r: r["numbers"]["mnist"].update(bad={1, 2}), "numbers.mnist.bad"),
+    (lambda r: r.update(schema_version=99), "schema_version"),
+    (lambda r: r.update(date="yesterday"), "date"),
+    (lambda r: r.update(profile="cpu"), "config.profile"),
+    (lambda r: r.update(machine={}), "machine lacks"),
+])
+def test_wrong_content_is_rejected(record_file: Path, change, expected: str) -> None:
+    record = json.loads(record_file.read_text())
+    change(record)
+    assert any(expected in p for p in validate_record(record)), validate_record(record)
+
+
+def test_misplaced_file_is_rejected(record_file: Path, tmp_path: Path) -> None:
+    record = json.loads(record_file.read_text())
+    assert any("does not match" in p for p in validate_record(record, tmp_path / "cpu" / "x.json"))
+
+
+def test_invalid_numbers_are_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not finite"):
+        record_results("quick", "01_clustering", {"x": float("nan")}, get_profile("quick"),
+                       command="x", root=tmp_path)
+    with pytest.raises(ValueError, match="plain name"):
+        record_path("quick", "../escape", root=tmp_path)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_not_a_dict() -> None:
+    assert validate_record([1, 2]) != []
+
+
+def test_results_folder_exists() -> None:
+    assert RESULTS_ROOT == PROJECT_ROOT / "results"
+    assert RESULTS_ROOT.is_dir(), "results/ (committed records of headline numbers) is missing"
+
+
+COMMITTED = list(iter_record_files())
+
+
+@pytest.mark.parametrize("path", COMMITTED or [None],
+                         ids=[str(p.relative_to(RESULTS_ROOT)) for p in COMMITTED] or ["no-records-yet"])
+def test_committed_record_is_valid(path: Path | None) -> None:
+    if path is None:  # nothing recorded yet: the folder the records go to must still be there
+        assert RESULTS_ROOT.is_dir()
+        return
+    record = json.loads(path.read_text())
+    assert validate_record(record, path) == []
