@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from ddm.cli import make_config  # noqa: E402
 from ddm.config import ExperimentConfig  # noqa: E402
 
 DEFAULT_CACHE = "/tmp/ddm-bench-cache"
+
+# ddm.matching logs float(objective) of a tensor that requires grad; harmless, but it clutters output.
+warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 
 
 def default_data_root() -> str:

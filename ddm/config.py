@@ -110,6 +110,7 @@ class ExperimentConfig:
     online: OnlineConfig = field(default_factory=OnlineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "cpu"
+    threads: int = 1  # torch CPU threads; 0 keeps torch's default. Not part of any artifact key.
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,7 +146,7 @@ def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> Expe
                                  f"fields are {[f.name for f in dataclasses.fields(sub)]}")
             sections.setdefault(section, {})[name] = value
         else:
-            if key not in ("device", "profile"):
+            if key not in ("device", "profile", "threads"):
                 raise ValueError(f"unknown top-level override {key!r}; use section.field, e.g. train.epochs")
             top[key] = value
     replaced = {s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items()}
@@ -158,9 +159,9 @@ def _profile_quick() -> ExperimentConfig:
         data=DataConfig(name="digits", train_per_class=None, test_per_class=None),
         clusters=ClusterConfig(clusters_per_class=5),
         model=ModelConfig(arch="convnet", width=32, depth=2),
-        train=TrainConfig(epochs=10, lr=0.01, batch_size=32),
+        train=TrainConfig(epochs=10, lr=0.05, batch_size=32),
         distill=DistillConfig(steps=200, step_length=2, lr_img=0.1),
-        online=OnlineConfig(finetune_steps=10, finetune_lr=0.01),
+        online=OnlineConfig(finetune_steps=10, finetune_lr=0.05),
         eval=EvalConfig(n_test_points=20, noise_seeds=(1,), lds_masks=20),
     )
 
@@ -171,9 +172,9 @@ def _profile_ci() -> ExperimentConfig:
         data=DataConfig(name="mnist", train_per_class=100, test_per_class=50),
         clusters=ClusterConfig(clusters_per_class=3),
         model=ModelConfig(arch="convnet", width=32, depth=3),
-        train=TrainConfig(epochs=6, lr=0.01, batch_size=32),
+        train=TrainConfig(epochs=6, lr=0.05, batch_size=32),
         distill=DistillConfig(steps=100, step_length=2, lr_img=0.1),
-        online=OnlineConfig(finetune_steps=6, finetune_lr=0.01),
+        online=OnlineConfig(finetune_steps=6, finetune_lr=0.05),
         eval=EvalConfig(n_test_points=20, noise_seeds=(1,), lds_masks=10),
     )
 
@@ -203,6 +204,7 @@ def _profile_paper() -> ExperimentConfig:
         online=OnlineConfig(finetune_steps=30, finetune_lr=0.001),
         eval=EvalConfig(n_test_points=20, noise_seeds=(1, 2), lds_masks=100),
         device="cuda",
+        threads=0,
     )
 
 

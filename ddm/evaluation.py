@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ddm import baselines
 from ddm.attribution import leave_one_out_attribution, margin_direction, margin_effects
 from ddm.clustering import Clustering
+from ddm.config import OnlineConfig
 from ddm.experiment import Experiment
 from ddm.matching import Synset
 from ddm.metrics import bootstrap_ci, dist1, dist2, dist3, margins, rowwise_spearman, top1_agreement
@@ -67,12 +68,13 @@ def leave_one_out_ground_truth(exp: Experiment, clustering: Clustering,
                        time.perf_counter() - start)
 
 
-def ddm_effects(exp: Experiment, synset: Synset, truth: GroundTruth) -> tuple[np.ndarray, float]:
+def ddm_effects(exp: Experiment, synset: Synset, truth: GroundTruth,
+                online: OnlineConfig | None = None) -> tuple[np.ndarray, float]:
     """(N, K) DDM's predicted margin drops from its leave-one-cluster-out fine-tunes (Eq. 9),
-    with the seconds the online stage took."""
+    with the seconds the online stage took. ``online`` overrides the fine-tuning settings."""
     start = time.perf_counter()
     K = int(synset.cluster.max()) + 1
-    outputs = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images[truth.test_index])
+    outputs = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images[truth.test_index], online)
     W = leave_one_out_attribution(truth.target_logits, outputs)   # (K, N, L)
     return margin_effects(W, truth.directions).numpy(), time.perf_counter() - start
 
@@ -109,6 +111,22 @@ def _located_metrics(effects: np.ndarray, truth: GroundTruth, seed: int | None) 
         fresh = truth.noise_logits[seed][top, n]
         out["Dist1 x100 (fresh-seed retrain)"] = float(dist1(fresh, truth.target_logits).mean() * 100)
     return out
+
+
+def ddm_variant_effects(exp: Experiment, synsets: dict[str, Synset], truth: GroundTruth
+                        ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """DDM's effects for every synset, at the profile's fine-tune learning rate (the paper's
+    choice: the training rate) and, for the paper's method and ours, at a tenth of it."""
+    import dataclasses
+
+    effects, seconds = {}, {}
+    for name, synset in synsets.items():
+        effects[name], seconds[name] = ddm_effects(exp, synset, truth)
+    slow = dataclasses.replace(exp.config.online, finetune_lr=exp.config.online.finetune_lr / 10)
+    for name in list(synsets)[:1] + list(synsets)[3:4]:
+        label = f"{name}, fine-tune lr / 10"
+        effects[label], seconds[label] = ddm_effects(exp, synsets[name], truth, slow)
+    return effects, seconds
 
 
 def comparison_table(effects: dict[str, np.ndarray], truth: GroundTruth) -> pd.DataFrame:

@@ -51,6 +51,10 @@ class Experiment:
     @classmethod
     def create(cls, config: ExperimentConfig, data_root=None, cache_root=None, progress: bool = True,
                download: bool = False) -> "Experiment":
+        if config.threads:
+            # On a small shared CPU one thread is often faster than two, and a fixed count keeps
+            # retrains bit-identical to the target (float sums depend on the thread split).
+            torch.set_num_threads(config.threads)
         root = resolve_data_root(data_root)
         d = config.data
         train = load_dataset(d.name, "train", root, per_class=d.train_per_class, seed=d.seed, download=download)

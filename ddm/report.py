@@ -68,6 +68,11 @@ def distill_variants(exp: Experiment) -> dict[str, Synset]:
     return {name: exp.synset(cfg) for name, cfg in variants.items()}
 
 
+def distill_lr_img(exp: Experiment, lr_img: float) -> Synset:
+    """The paper's DDM (Alg. 1 pairing) with another image learning rate (Table 5: 0.1; Sec. 4.1: 10)."""
+    return exp.synset(dataclasses.replace(exp.config.distill, method="reverse", pairing="alg1", lr_img=lr_img))
+
+
 def layer_cosine_table(synsets: dict[str, Synset]) -> pd.DataFrame:
     """Per layer, the mean cosine between the synset's gradient and its target after distillation."""
     return pd.DataFrame({name: s.final_layer_cosines for name, s in synsets.items()}).T
@@ -233,20 +238,22 @@ def error_vs_deleted(exp: Experiment, synset: Synset, clustering: Clustering) ->
     rows = []
     loo = leave_one_out_masks(K)
     half = lds_masks(exp, K)
-    for masks in (loo, half):
+    for masks, group in ((loo, "one cluster"), (half, "random subsets (LDS masks)")):
         removal = [tuple(torch.nonzero(~m).flatten().tolist()) for m in masks]
         exact = exp.exact_retrain_logits(removal, clustering)
         ddm = exp.perturbed_outputs(synset, masks, exp.test.images)
         for m, e, d in zip(masks, exact, ddm):
             deleted = int((~m).sum())
-            rows.append({"deleted clusters": deleted, "model": "DDM fine-tune",
+            rows.append({"deleted clusters": deleted, "group": group, "model": "DDM fine-tune",
                          "distance to exact": float(output_distance(d, e))})
-            rows.append({"deleted clusters": deleted, "model": "target unchanged",
+            rows.append({"deleted clusters": deleted, "group": group, "model": "target unchanged",
                          "distance to exact": float(output_distance(target, e))})
     theta0 = predict_logits(exp.new_model(), exp.initial_params(), exp.test.images)
     all_deleted = exp.perturbed_outputs(synset, torch.zeros(1, K, dtype=torch.bool), exp.test.images)[0]
-    rows.append({"deleted clusters": K, "model": "DDM fine-tune", "distance to exact": float(output_distance(all_deleted, theta0))})
-    rows.append({"deleted clusters": K, "model": "target unchanged", "distance to exact": float(output_distance(target, theta0))})
+    rows.append({"deleted clusters": K, "group": "all clusters (exact: theta_0)", "model": "DDM fine-tune",
+                 "distance to exact": float(output_distance(all_deleted, theta0))})
+    rows.append({"deleted clusters": K, "group": "all clusters (exact: theta_0)", "model": "target unchanged",
+                 "distance to exact": float(output_distance(target, theta0))})
     return pd.DataFrame(rows)
 
 

@@ -9,6 +9,7 @@ the tensors they get back (clone first).
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 
 import pytest
@@ -24,14 +25,24 @@ NUM_CLASSES = 10
 DATA_ROOT = tempfile.gettempdir()  # digits are bundled with scikit-learn: the root is never read
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread while a test runs (restored after): on a small shared CPU two threads
-    were 10-20x slower than one, and the numbers must not depend on the thread count."""
+@contextmanager
+def one_thread():
+    """One intra-op thread inside the block (restored after). On a small shared CPU two threads were
+    10-20x slower than one, and float results depend (in the last bits) on the thread count, so a
+    computation compared bit for bit with another must run under the same count."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Every test of a module that imports this fixture runs under :func:`one_thread`."""
+    with one_thread():
+        yield
 
 
 def tiny_model(width: int = 8, seed: int = 0) -> Network:

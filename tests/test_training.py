@@ -102,8 +102,8 @@ def test_run_retrains_in_two_processes_equals_one() -> None:
     args = (model, trajectory.checkpoints[0], data.images, data.labels, config, jobs)
     serial = run_retrains(*args, workers=1, progress=False)
     parallel = run_retrains(*args, workers=2, progress=False)
-    # Workers get the model's parameters in shared memory: training them in place would race
-    # between workers (and write into the caller's model).
+    # run_retrains leaves the caller's model alone. In a worker its parameters arrive in shared
+    # memory (torch's pickling), one storage for all jobs: training them in place would race.
     assert torch.equal(flatten_params(get_params(model)), untouched)
     assert len(serial) == len(parallel) == 2
     for a, b in zip(serial, parallel):

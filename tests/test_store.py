@@ -1,0 +1,103 @@
+"""The artifact store (ddm.store): config-keyed, refuses mismatches and corrupt files, computes once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from ddm.store import ArtifactStore, StoreError
+
+CONFIG = {"train": {"lr": 0.01, "epochs": 3}, "model": {"width": 8}, "seeds": (1, 2)}
+OTHER = {"train": {"lr": 0.02, "epochs": 3}, "model": {"width": 8}, "seeds": (1, 2)}
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    obj = {"weights": torch.arange(6.0).reshape(2, 3), "name": "x", "history": [1.0, 2.5]}
+    assert not store.exists("target", CONFIG)
+    folder = store.save("target", CONFIG, obj)
+    assert store.exists("target", CONFIG) and not store.exists("target", OTHER)
+    assert folder == store.path("target", CONFIG) and folder.parent == tmp_path / "target"
+    assert json.loads((folder / "config.json").read_text())["train"] == {"epochs": 3, "lr": 0.01}
+    loaded = store.load("target", CONFIG)
+    assert torch.equal(loaded["weights"], obj["weights"])
+    assert loaded["name"] == "x" and loaded["history"] == [1.0, 2.5]
+    assert not list(folder.glob(".tmp-*"))  # no temporary file left behind
+
+
+def test_different_configurations_get_different_folders(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    assert store.path("target", CONFIG) != store.path("target", OTHER)
+    assert store.path("target", CONFIG) != store.path("synset", CONFIG)
+    assert store.path("target", CONFIG) == store.path("target", json.loads(json.dumps(CONFIG)))
+
+
+def test_load_refuses_an_artifact_written_by_another_configuration(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    store.save("target", CONFIG, {"a": 1})
+    # An artifact written by CONFIG found where OTHER's would be (a copied folder, a hash clash).
+    shutil.copytree(store.path("target", CONFIG), store.path("target", OTHER))
+    with pytest.raises(StoreError, match=r"another configuration.*differing keys: \['train.lr'\].*rm -r"):
+        store.load("target", OTHER)
+
+
+def test_load_of_a_missing_artifact_raises_store_error(tmp_path) -> None:
+    with pytest.raises(StoreError, match="no config.json"):
+        ArtifactStore(tmp_path).load("target", CONFIG)
+
+
+def test_truncated_artifact_is_reported_as_corrupt_with_the_rm_command(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    folder = store.save("target", CONFIG, {"weights": torch.randn(100, 100)})
+    artifact = folder / "artifact.pt"
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="corrupt") as info:
+        store.load("target", CONFIG)
+    assert f"rm -r {folder}" in str(info.value)
+    # get_or_compute does not silently recompute over a corrupt artifact either.
+    with pytest.raises(StoreError, match="corrupt"):
+        store.get_or_compute("target", CONFIG, lambda: {"weights": torch.zeros(1)})
+
+
+def test_get_or_compute_computes_once(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.tensor([len(calls)])
+
+    first = store.get_or_compute("clusters", CONFIG, compute)
+    second = store.get_or_compute("clusters", CONFIG, compute)
+    assert len(calls) == 1 and torch.equal(first, second)
+    store.get_or_compute("clusters", OTHER, compute)  # another configuration is another artifact
+    assert len(calls) == 2
+    # A fresh store object on the same root finds it too.
+    assert torch.equal(ArtifactStore(tmp_path).get_or_compute("clusters", CONFIG, compute), first)
+    assert len(calls) == 2
+
+
+def test_store_without_root_keeps_nothing(tmp_path) -> None:
+    store = ArtifactStore(None)
+    calls = []
+    for _ in range(2):
+        store.get_or_compute("target", CONFIG, lambda: calls.append(1))
+    assert len(calls) == 2
+    assert not store.exists("target", CONFIG) and store.checkpoint_path("target", CONFIG) is None
+    with pytest.raises(StoreError, match="keeps nothing"):
+        store.path("target", CONFIG)
+
+
+def test_checkpoint_path_and_clear(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    store.save("synset", CONFIG, 1)
+    store.save("target", CONFIG, 2)
+    assert store.checkpoint_path("synset", CONFIG) == store.path("synset", CONFIG) / "checkpoint.pt"
+    store.clear("synset")
+    assert not store.exists("synset", CONFIG) and store.exists("target", CONFIG)
+    store.clear()
+    assert not store.exists("target", CONFIG)
