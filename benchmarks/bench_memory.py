@@ -143,7 +143,10 @@ def main(argv=None) -> None:
     if unknown:
         sys.exit(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     fresh = args.cache_root is None
-    store = Path(tempfile.mkdtemp(prefix=f"memory-{args.profile}-", dir=_bench_dir())) if fresh else Path(args.cache_root)
+    if fresh:
+        store = Path(tempfile.mkdtemp(prefix=f"memory-{args.profile}-", dir=_bench_dir()))
+    else:
+        store = Path(args.cache_root)
     print(machine_line())
     print(f"profile {args.profile}: {config.data.name} {config.data.train_per_class}/class, "
           f"C = {config.clusters.clusters_per_class}, {config.model.arch} w{config.model.width} d{config.model.depth}, "

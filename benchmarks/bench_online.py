@@ -103,7 +103,8 @@ def part_a(exp: Experiment, args, points: torch.Tensor) -> Synset:
     print(f"\n(a) online evaluation of all K = {K} clusters vs exact leave-one-cluster-out retraining")
     print(f"  setup: {config.data.name} {len(exp.train)} train images, {len(points)} test points, "
           f"{config.model.arch} w{config.model.width} d{config.model.depth} ({count_parameters(model):,} params), "
-          f"tau {config.train.epochs} epochs, batch {config.train.batch_size}; T = {online.finetune_steps} "
+          f"tau {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}; "
+          f"T = {online.finetune_steps} "
           f"fine-tune steps ({'vectorised' if online.vectorised else 'looped'})")
     print(f"  offline: clustering {times['cluster']:.1f} s + distillation {times['distill']:.1f} s "
           f"({config.distill.steps} steps, {times['distill'] / config.distill.steps:.2f} s/step) = {offline:.1f} s")
@@ -134,7 +135,7 @@ def part_b(exp: Experiment, args, synset: Synset | None) -> None:
     print(f"\n(b) vectorised (torch.func.vmap, chunk {args.chunk}) vs looped fine-tuning, T = "
           f"{online.finetune_steps} steps, best of {args.repeats}")
     print(f"  {'masks':<28}{'models':>7}{'imgs/mask':>10}{'looped s':>10}{'vector s':>10}"
-          f"{'loop/vec':>10}{'max |dparam|':>14}{'/ max|param|':>12}")
+          f"{'loop/vec':>10}{'max |dparam|':>14}{'relative':>12}")
     for name, masks in mask_sets.items():
         fargs = (model, trajectory.final, synset.images, synset.labels, synset.label_logits, synset.cluster, masks,
                  online.finetune_steps, online.finetune_lr)

@@ -43,8 +43,6 @@ import torch
 from ddm.config import PROFILES, ExperimentConfig, get_profile, resolve_cache_root
 from ddm.store import StoreError
 
-log = logging.getLogger("ddm.cli")
-
 STAGES: tuple[str, ...] = ("train", "cluster", "distill", "attribute", "unlearn", "evaluate")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -76,7 +76,8 @@ def test_parse_value_json_literal_string() -> None:
 
 
 def test_coerce_value_follows_the_annotation() -> None:
-    assert coerce_value("train.lr", 1, "1", "float") == 1.0 and isinstance(coerce_value("train.lr", 1, "1", "float"), float)
+    lr = coerce_value("train.lr", 1, "1", "float")
+    assert lr == 1.0 and isinstance(lr, float)
     assert coerce_value("eval.noise_seeds", [1, 2], "[1,2]", "tuple[int, ...]") == (1, 2)
     assert coerce_value("data.name", 7, "7", "str") == "7"
     assert coerce_value("data.train_per_class", None, "null", "int | None") is None
