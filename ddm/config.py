@@ -40,7 +40,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     clusters_per_class: int = _help("C, k-means clusters per class; K = L x C (Supp. 6.1)", 10)
-    features: str = _help("pixels | learned | sequence ('DDM w/o cluster')", "pixels")
+    features: str = _help("pixels | learned | sequence ('DDM w/o cluster') | class (one group per class)", "pixels")
     seed: int = _help("seed of k-means", 0)
 
 
@@ -85,7 +85,8 @@ class OnlineConfig:
     finetune_lr: float = _help("learning rate of the fine-tune (paper: the training lr)", 0.01)
     n_perturbations: int = _help("|P|, random perturbation masks (>= K)", 0)
     delete_fraction: float = _help("expected fraction of clusters a random mask deletes", 0.1)
-    vectorised: bool = _help("fine-tune all perturbed models at once with torch.func", False)
+    vectorised: bool | None = _help("True: all perturbed models at once (torch.func.vmap); False: a loop; "
+                                    "None: measured choice (vmap for one-cluster masks, loop otherwise)", None)
     seed: int = _help("seed of the perturbation masks", 0)
 
 

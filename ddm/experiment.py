@@ -46,6 +46,15 @@ class Experiment:
     store: ArtifactStore
     data_root: Path
     progress: bool = True
+    _memo: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def _cached(self, kind: str, key: dict, compute) -> Any:
+        """The store's artifact, kept in memory after the first load (chapters ask often)."""
+        from ddm.config import config_hash
+        memo_key = (kind, config_hash(key))
+        if memo_key not in self._memo:
+            self._memo[memo_key] = self.store.get_or_compute(kind, key, compute)
+        return self._memo[memo_key]
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -102,7 +111,7 @@ class Experiment:
                                           progress=self.progress)
             log.info("target trained in %.1f s", time.perf_counter() - start)
             return trajectory
-        return self.store.get_or_compute("target", self._key("model", "train"), compute)
+        return self._cached("target", self._key("model", "train"), compute)
 
     def clusters(self, config: ClusterConfig | None = None) -> Clustering:
         """Supp. 6.1: per-class clusters of the training set (cached)."""
@@ -120,7 +129,7 @@ class Experiment:
             features = self.features(config.features, self.train.images)
             return clustering_mod.kmeans_clusters(features, labels, config.clusters_per_class, config.seed,
                                                   method=f"kmeans-{config.features}")
-        return self.store.get_or_compute("clusters", self._key(**extra), compute)
+        return self._cached("clusters", self._key(**extra), compute)
 
     def class_groups(self) -> Clustering:
         return self.clusters(dataclasses.replace(self.config.clusters, features="class"))
@@ -143,16 +152,19 @@ class Experiment:
         distill = distill or self.config.distill
         clusters = clusters or self.config.clusters
         key = self._key("model", "train", clusters=clusters, distill=distill)
-        if self.store.exists("synset", key):
-            return self.store.load("synset", key)
+        return self._cached("synset", key, lambda: self._distill(key, distill, clusters))
+
+    def _distill(self, key: dict, distill: DistillConfig, clusters: ClusterConfig) -> Synset:
         checkpoint = self.store.checkpoint_path("synset", key)
         start = time.perf_counter()
         synset = distill_synset(self.new_model(), self.target(), self.train.images, self.train.labels,
                                 self.clusters(clusters), self.num_classes, distill,
                                 checkpoint_path=checkpoint, progress=self.progress, device=self.device)
         log.info("synset distilled in %.1f s", time.perf_counter() - start)
-        self.store.save("synset", key, synset)
         if checkpoint is not None:
+            # get_or_compute saves the finished synset; the partial state is no longer needed
+            # (a crash between the two only costs a resume from the last checkpoint).
+            self.store.save("synset", key, synset)
             checkpoint.unlink(missing_ok=True)
         return synset
 
@@ -180,17 +192,16 @@ class Experiment:
         keys = [self._key("model", "train", clustering=clustering.assignment.tolist(),
                           removed=sorted(int(c) for c in removal), order_seed=seed) for removal in removal_sets]
         missing = [i for i, key in enumerate(keys) if not self.store.exists("retrain", key)]
-        batch = max(1, workers) * 4
         model = self.new_model()
-        for start in range(0, len(missing), batch):
-            chunk = missing[start:start + batch]
-            jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in chunk]
-            finals = run_retrains(model, self.initial_params(), self.train.images, self.train.labels,
-                                  self.config.train, jobs, workers=workers, device=self.device,
-                                  progress=self.progress)
-            for i, params in zip(chunk, finals):
+        if missing:
+            jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in missing]
+
+            def save(j: int, params: Params) -> None:
                 logits = predict_logits(model, params, self.test.images, device=self.device)
-                self.store.save("retrain", keys[i], {"test_logits": logits})
+                self.store.save("retrain", keys[missing[j]], {"test_logits": logits})
+
+            run_retrains(model, self.initial_params(), self.train.images, self.train.labels, self.config.train,
+                         jobs, workers=workers, device=self.device, progress=self.progress, on_result=save)
         return torch.stack([self.store.load("retrain", key)["test_logits"] for key in keys])
 
     def test_point_indices(self) -> torch.Tensor:

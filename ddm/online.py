@@ -3,9 +3,10 @@
 A perturbation is a keep-mask p in {0,1}^K; p(k) = 0 deletes cluster k. Its model is the
 trained network fine-tuned for T gradient steps on the synthetic images of the deleted clusters.
 Two paths give the same parameters: a plain loop over masks (the slow reference) and a
-vectorised path that fine-tunes all masks at once with ``torch.func.vmap``. Which is faster on a
-given machine is measured by ``benchmarks/bench_online.py``; the faster one on a 2-core CPU is
-the default.
+vectorised path that fine-tunes all masks at once with ``torch.func.vmap``. Which is faster was
+measured by ``benchmarks/bench_online.py`` on a 2-core CPU (see benchmarks/README.md): vmap is
+1.4-2.5x faster for leave-one-out masks (one synthetic image per model) but 2.3-5x slower for
+random masks that delete many clusters (the padded batch grows), so the default picks by mask.
 """
 
 from __future__ import annotations
@@ -110,9 +111,12 @@ def finetune_vectorised(model: nn.Module, params: Params, synset_images: torch.T
 
 def perturbed_models(model: nn.Module, params: Params, synset_images: torch.Tensor, synset_labels: torch.Tensor,
                      synset_label_logits: torch.Tensor | None, synset_cluster: torch.Tensor,
-                     keep_masks: torch.Tensor, steps: int, lr: float, vectorised: bool = False,
+                     keep_masks: torch.Tensor, steps: int, lr: float, vectorised: bool | None = None,
                      progress: bool = False) -> list[Params]:
-    """Eq. 9 for every mask in ``keep_masks`` (M, K) by the chosen path."""
+    """Eq. 9 for every mask in ``keep_masks`` (M, K) by the chosen path (None: the measured
+    faster one, vmap when every mask deletes at most one cluster, else the loop)."""
+    if vectorised is None:
+        vectorised = bool(((~keep_masks.bool()).sum(1) <= 1).all())
     if vectorised:
         return finetune_vectorised(model, params, synset_images, synset_labels, synset_label_logits,
                                    synset_cluster, keep_masks, steps, lr)

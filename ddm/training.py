@@ -133,19 +133,27 @@ def _run_job(args) -> Params:
 
 def run_retrains(model: nn.Module, initial: Params, images: torch.Tensor, labels: torch.Tensor,
                  config: TrainConfig, jobs: list[RetrainJob], workers: int = 1, device: str = "cpu",
-                 progress: bool = True) -> list[Params]:
+                 progress: bool = True, on_result=None) -> list[Params]:
     """Run independent exact retrains, in ``workers`` processes when more than one.
 
     Each worker uses one thread: on a small CPU several one-thread trainings are faster than one
-    many-thread training, and results do not depend on how jobs are spread.
+    many-thread training. ``on_result(i, params)`` is called as each job's result arrives.
     """
     args = [(model, initial, images, labels, config, job, device, 1 if workers > 1 else 0) for job in jobs]
+    results: list[Params] = []
+
+    def collect(stream):
+        for i, params in enumerate(tqdm(stream, total=len(args), desc="exact retrains", disable=not progress)):
+            if on_result is not None:
+                on_result(i, params)  # e.g. save at once, so an interrupted batch resumes
+            results.append(params)
+        return results
+
     if workers <= 1 or len(jobs) <= 1:
-        return [_run_job(a) for a in tqdm(args, desc="exact retrains", disable=not progress)]
+        return collect(_run_job(a) for a in args)
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(tqdm(pool.map(_run_job, args), total=len(args), desc="exact retrains",
-                         disable=not progress))
+        return collect(pool.map(_run_job, args))
 
 
 @torch.no_grad()
