@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ddm.clustering import Clustering
 from ddm.config import DistillConfig
-from ddm.store import atomic_torch_save
+from ddm.store import StoreError, atomic_torch_save
 from ddm.training import Params, Trajectory
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,11 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     history: list[float] = []
     start = 0
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a truncated zip raises several types
+            raise StoreError(f"distillation checkpoint {checkpoint_path} is corrupt or truncated ({error}); "
+                             f"remove it (rm {checkpoint_path}) to restart the distillation") from error
         with torch.no_grad():
             syn.copy_(state["syn"])
             if label_logits is not None:

@@ -101,3 +101,26 @@ def test_checkpoint_path_and_clear(tmp_path) -> None:
     assert not store.exists("synset", CONFIG) and store.exists("target", CONFIG)
     store.clear()
     assert not store.exists("target", CONFIG)
+
+
+def test_corrupt_distillation_checkpoint_is_refused(tmp_path) -> None:
+    """A truncated resumable checkpoint must not be half-read: the error names the file and the fix."""
+    import pytest
+    import torch
+
+    from ddm.clustering import sequence_clusters
+    from ddm.config import DistillConfig, TrainConfig
+    from ddm.matching import distill_synset
+    from ddm.models import make_model
+    from ddm.store import StoreError
+    from ddm.training import get_params, train_trajectory
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 2
+    model = make_model("convnet", 1, 2, 8, width=4, depth=2)
+    trajectory = train_trajectory(model, get_params(model), images, labels, TrainConfig(epochs=2, batch_size=10))
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(StoreError, match="corrupt or truncated.*rm "):
+        distill_synset(model, trajectory, images, labels, sequence_clusters(labels, 2), 2,
+                       DistillConfig(steps=2, step_length=1), checkpoint_path=checkpoint, progress=False)
