@@ -21,7 +21,7 @@ from torch import nn
 
 from ddm import clustering as clustering_mod
 from ddm.clustering import Clustering
-from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig,
+from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig, config_hash,
                         resolve_cache_root, resolve_data_root)
 from ddm.data import ImageData, load_dataset
 from ddm.matching import Synset, distill_synset
@@ -50,7 +50,6 @@ class Experiment:
 
     def _cached(self, kind: str, key: dict, compute) -> Any:
         """The store's artifact, kept in memory after the first load (chapters ask often)."""
-        from ddm.config import config_hash
         memo_key = (kind, config_hash(key))
         if memo_key not in self._memo:
             self._memo[memo_key] = self.store.get_or_compute(kind, key, compute)
@@ -152,7 +151,11 @@ class Experiment:
         distill = distill or self.config.distill
         clusters = clusters or self.config.clusters
         key = self._key("model", "train", clusters=clusters, distill=distill)
-        return self._cached("synset", key, lambda: self._distill(key, distill, clusters))
+        synset = self._cached("synset", key, lambda: self._distill(key, distill, clusters))
+        checkpoint = self.store.checkpoint_path("synset", key)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # the finished synset is saved: its partial state is spent
+        return synset
 
     def _distill(self, key: dict, distill: DistillConfig, clusters: ClusterConfig) -> Synset:
         checkpoint = self.store.checkpoint_path("synset", key)
@@ -161,11 +164,6 @@ class Experiment:
                                 self.clusters(clusters), self.num_classes, distill,
                                 checkpoint_path=checkpoint, progress=self.progress, device=self.device)
         log.info("synset distilled in %.1f s", time.perf_counter() - start)
-        if checkpoint is not None:
-            # get_or_compute saves the finished synset; the partial state is no longer needed
-            # (a crash between the two only costs a resume from the last checkpoint).
-            self.store.save("synset", key, synset)
-            checkpoint.unlink(missing_ok=True)
         return synset
 
     def perturbed_outputs(self, synset: Synset, keep_masks: torch.Tensor, images: torch.Tensor,
