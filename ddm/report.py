@@ -284,8 +284,9 @@ def record_if_asked(record: bool, chapter: str, exp: Experiment, numbers: dict) 
         return "not recorded (record=False)"
     from ddm import results
 
-    command = (f"make record PROFILE={exp.config.profile}  # papermill notebooks/{chapter}.ipynb "
-               f"-p profile {exp.config.profile} -p record True")
+    command = (f"make record PROFILE={exp.config.profile} DATA_ROOT={exp.data_root}  "
+               f"# papermill notebooks/{chapter}.ipynb -p profile {exp.config.profile} "
+               f"-p data_root {exp.data_root} -p record True")
     path = results.record_results(exp.config.profile, chapter, numbers, exp.config.to_dict(), command)
     return f"recorded to {path}"
 
