@@ -6,13 +6,15 @@ VENV ?= .venv
 PROFILE ?= quick
 # Empty: $$DDM_DATA_ROOT if set, else data/ (ddm.config.resolve_data_root).
 DATA_ROOT ?=
+# Data set passed to every chapter instead of the profile's own, e.g. DATASET=cifar10-jpeg.
+DATASET ?=
 # Notebooks to execute, by file-name prefix, e.g. CHAPTERS="01 03" (empty: all of _toc.yml).
 CHAPTERS ?=
 # Python that creates $(VENV) when it is missing.
 PYTHON ?= python3
 
 PY := $(VENV)/bin/python
-BUILD_ARGS := --profile $(PROFILE) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(CHAPTERS),--chapters $(CHAPTERS))
+BUILD_ARGS := --profile $(PROFILE) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(DATASET),--dataset $(DATASET)) $(if $(CHAPTERS),--chapters $(CHAPTERS))
 TEST_ENV := $(if $(DATA_ROOT),DDM_DATA_ROOT="$(abspath $(DATA_ROOT))")
 
 .PHONY: help setup book html test record check clean distclean
@@ -24,7 +26,7 @@ help:
 	@echo "make record   re-run the chapters with record=True: results/<PROFILE>/*.json"
 	@echo "make check    open the built pages in headless Chromium; screenshots in _build/screenshots"
 	@echo "make clean    remove _build/ (distclean: also .venv/ and node_modules/)"
-	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path CHAPTERS=\"01 03\" VENV=.venv"
+	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" VENV=.venv"
 
 setup:
 	@PYTHON="$(PYTHON)" tools/setup_env.sh "$(VENV)"

@@ -147,6 +147,7 @@ def comparison_table(
     recorded_profile: str | None = None,
     paper_label: str = "paper",
     digits: int = 3,
+    recorded_columns: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Our numbers beside the paper's: ``quantity | ours (this run) | ours (recorded, profile X) | paper``.
 
@@ -155,17 +156,29 @@ def comparison_table(
     cell blank: a blank means "not measured", never an estimate. Unknown keys raise ``ValueError``
     (so a misspelt key cannot silently blank a column). The ``note`` column appears only when a
     row has one. The cells are formatted strings (:func:`format_number`).
+
+    ``recorded_columns`` (row key -> column header) replaces the single ``recorded`` column with
+    several, one per recorded run (e.g. the ``cpu`` runs on MNIST and on CIFAR-10); rows then use
+    those keys instead of ``recorded``.
     """
     this_col = f"ours (this run, {this_profile})" if this_profile else "ours (this run)"
     rec_col = (f"ours (recorded, profile {recorded_profile})" if recorded_profile
                else "ours (recorded: none)")
-    columns = {"this_run": this_col, "recorded": rec_col, "paper": paper_label}
+    if recorded_columns:
+        clash = set(recorded_columns) & set(ROW_KEYS)
+        if clash:
+            raise ValueError(f"recorded_columns may not reuse the row keys {sorted(clash)}")
+        columns = {"this_run": this_col, **recorded_columns, "paper": paper_label}
+        allowed = {k for k in ROW_KEYS if k != "recorded"} | set(recorded_columns)
+    else:
+        columns = {"this_run": this_col, "recorded": rec_col, "paper": paper_label}
+        allowed = set(ROW_KEYS)
     has_note = any("note" in row for row in rows)
     table = []
     for i, row in enumerate(rows):
-        unknown = set(row) - set(ROW_KEYS)
+        unknown = set(row) - allowed
         if unknown:
-            raise ValueError(f"row {i} has unknown keys {sorted(unknown)}; keys are {list(ROW_KEYS)}")
+            raise ValueError(f"row {i} has unknown keys {sorted(unknown)}; keys are {sorted(allowed)}")
         if "quantity" not in row:
             raise ValueError(f"row {i} has no 'quantity'")
         if recorded_profile is None and row.get("recorded") is not None:

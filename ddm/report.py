@@ -259,23 +259,29 @@ def error_vs_deleted(exp: Experiment, synset: Synset, clustering: Clustering) ->
 
 # ------------------------------------------------------------------------------- our numbers vs the paper's
 def versus_paper(chapter: str, profile: str, numbers: dict, paper: dict | None = None,
-                 notes: dict | None = None) -> pd.DataFrame:
+                 notes: dict | None = None, dataset: str | None = None) -> pd.DataFrame:
     """One table: this run's numbers, the recorded numbers of the slowest other profile that has a
-    record for this chapter, and the paper's. Blank cells mean "not measured / not reported"."""
+    record for this chapter (one column per data set it was recorded on, this run's data set
+    first), and the paper's. Blank cells mean "not measured / not reported"."""
     from ddm import book, results
 
-    record = results.find_recorded(chapter, exclude=profile)
-    recorded = (record or {}).get("numbers", {})
+    records = results.records_beside(chapter, exclude=profile)
+    records.sort(key=lambda r: r["config"]["data"]["name"] != dataset)
+    columns = {f"recorded_{i}": (f"ours (recorded, profile {r['profile']}, "
+                                 f"{book.dataset_label(r['config']['data']['name'])})")
+               for i, r in enumerate(records)}
     paper, notes = paper or {}, notes or {}
     rows = []
     for key, value in numbers.items():
-        row = {"quantity": key, "this_run": value, "recorded": recorded.get(key) if record else None,
-               "paper": paper.get(key)}
+        row = {"quantity": key, "this_run": value, "paper": paper.get(key)}
+        for i, r in enumerate(records):
+            row[f"recorded_{i}"] = r["numbers"].get(key)
         if notes.get(key):
             row["note"] = notes[key]
         rows.append(row)
-    return book.comparison_table(rows, this_profile=profile,
-                                 recorded_profile=record["profile"] if record else None)
+    label = f"paper ({book.dataset_label(dataset)})" if dataset and any(paper.values()) else "paper"
+    return book.comparison_table(rows, this_profile=profile, recorded_columns=columns or None,
+                                 paper_label=label)
 
 
 def record_if_asked(record: bool, chapter: str, exp: Experiment, numbers: dict) -> str:
@@ -284,21 +290,30 @@ def record_if_asked(record: bool, chapter: str, exp: Experiment, numbers: dict) 
         return "not recorded (record=False)"
     from ddm import results
 
-    command = (f"make record PROFILE={exp.config.profile} DATA_ROOT={exp.data_root}  "
-               f"# papermill notebooks/{chapter}.ipynb -p profile {exp.config.profile} "
-               f"-p data_root {exp.data_root} -p record True")
-    path = results.record_results(exp.config.profile, chapter, numbers, exp.config.to_dict(), command)
+    profile, dataset = exp.config.profile, exp.config.data.name
+    name = results.record_name(chapter, profile, dataset)
+    with_dataset = f" DATASET={dataset}" if name != chapter else ""
+    command = (f"make record PROFILE={profile} DATA_ROOT={exp.data_root}{with_dataset}  "
+               f"# papermill notebooks/{chapter}.ipynb -p profile {profile} "
+               f"-p data_root {exp.data_root}"
+               f"{f' -p dataset {dataset}' if with_dataset else ''} -p record True")
+    path = results.record_results(profile, name, numbers, exp.config.to_dict(), command)
     return f"recorded to {path}"
 
 
 def second_dataset_synsets(profile: str, second_dataset: str | None, data_root, overrides: dict
                            ) -> tuple[Experiment, dict[str, Synset]] | None:
     """GM and reverse-GM synsets on a second data set (Fig. 4 shows two). ``"auto"`` picks the
-    CIFAR-10 JPEG copy beyond the offline ``quick`` profile."""
+    CIFAR-10 JPEG copy beyond the offline ``quick`` profile (MNIST when the chapter already runs
+    on CIFAR-10); ``None`` when there is no second data set."""
     from ddm.config import get_profile
 
+    first = overrides.get("data.name") or get_profile(profile).data.name
     if second_dataset == "auto":
-        second_dataset = None if profile == "quick" else "cifar10-jpeg"
+        second_dataset = (None if profile == "quick"
+                          else "mnist" if first == "cifar10-jpeg" else "cifar10-jpeg")
+    if second_dataset == first:
+        return None
     if not second_dataset:
         return None
     rest = {k: v for k, v in overrides.items() if k != "data.name"}

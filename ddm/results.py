@@ -65,6 +65,20 @@ _MACHINE_FIELDS = ("node", "platform", "processor", "cpu_count")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def record_name(chapter: str, profile: str, dataset: str | None = None) -> str:
+    """The record name of ``chapter`` run at ``profile`` on ``dataset``.
+
+    The profile's own data set keeps the plain chapter name (``03_online_attribution``); another
+    data set gets it as a suffix (``03_online_attribution.cifar10-jpeg``), so the runs of one
+    chapter on two data sets sit side by side instead of overwriting each other.
+    """
+    from ddm.config import get_profile
+
+    if dataset is None or profile not in PROFILE_ORDER or dataset == get_profile(profile).data.name:
+        return chapter
+    return f"{chapter}.{re.sub(r'[^A-Za-z0-9_-]+', '-', dataset).strip('-')}"
+
+
 def record_path(profile: str, chapter: str, root: Path | str = RESULTS_ROOT) -> Path:
     """Where the record of ``chapter`` at ``profile`` lives: ``root/profile/chapter.json``."""
     for what, name in (("profile", profile), ("chapter", chapter)):
@@ -194,6 +208,26 @@ def find_recorded(
         if record is not None:
             return record
     return None
+
+
+def records_beside(
+    chapter: str,
+    exclude: str | None = None,
+    order: tuple[str, ...] = PROFILE_ORDER,
+    root: Path | str = RESULTS_ROOT,
+) -> list[dict[str, Any]]:
+    """Every record of ``chapter``, on any data set, at the slowest profile (other than
+    ``exclude``) that has one: the profile's own data set first, then the others by name.
+    Empty when no profile has a record."""
+    for profile in order:
+        if profile == exclude:
+            continue
+        folder = Path(root) / profile
+        names = [chapter] + sorted(p.stem for p in folder.glob(f"{chapter}.*.json"))
+        found = [r for r in (load_results(profile, name, root) for name in names) if r is not None]
+        if found:
+            return found
+    return []
 
 
 def iter_record_files(root: Path | str = RESULTS_ROOT) -> Iterator[Path]:

@@ -114,6 +114,19 @@ def test_comparison_table_refuses_typos_and_unlabelled_records() -> None:
         comparison_table([{"quantity": "x", "recorded": 1.0}])
 
 
+def test_comparison_table_with_one_recorded_column_per_run() -> None:
+    table = comparison_table(
+        [{"quantity": "acc", "this_run": 90.0, "rec_mnist": 93.8, "rec_cifar": 41.0, "paper": 99.2}],
+        this_profile="ci", recorded_columns={"rec_mnist": "ours (cpu, MNIST)", "rec_cifar": "ours (cpu, CIFAR-10)"},
+    )
+    assert list(table.columns) == ["ours (this run, ci)", "ours (cpu, MNIST)", "ours (cpu, CIFAR-10)", "paper"]
+    assert table.loc["acc"].tolist() == ["90.0", "93.8", "41.0", "99.2"]
+    with pytest.raises(ValueError, match="unknown keys"):  # the single column is gone
+        comparison_table([{"quantity": "x", "recorded": 1.0}], recorded_columns={"r": "R"})
+    with pytest.raises(ValueError, match="reuse"):
+        comparison_table([{"quantity": "x"}], recorded_columns={"paper": "P"})
+
+
 @pytest.mark.parametrize("value, text", [
     (95.7, "95.7"), (0.73, "0.730"), (1234.5, "1234"), (3, "3"), (0, "0"), (0.0, "0"),
     (1e-5, "1.00e-05"), (-0.05, "-0.0500"), (None, ""), (float("nan"), ""), ("n/a", "n/a"),

@@ -13,8 +13,10 @@ from ddm.results import (
     find_recorded,
     iter_record_files,
     load_results,
+    record_name,
     record_path,
     record_results,
+    records_beside,
     validate_record,
 )
 
@@ -75,6 +77,31 @@ def test_find_recorded_prefers_the_slowest_profile(tmp_path: Path) -> None:
                        command="x", root=tmp_path)
     assert find_recorded("04_unlearning", root=tmp_path)["profile"] == "cpu"
     assert find_recorded("04_unlearning", exclude="cpu", root=tmp_path)["profile"] == "ci"
+
+
+def test_record_name_keeps_the_profiles_own_data_set_plain() -> None:
+    assert record_name("03_online_attribution", "cpu", None) == "03_online_attribution"
+    assert record_name("03_online_attribution", "cpu", "mnist") == "03_online_attribution"
+    assert record_name("03_online_attribution", "cpu", "cifar10-jpeg") == "03_online_attribution.cifar10-jpeg"
+    assert record_name("01_clustering", "quick", "mnist") == "01_clustering.mnist"
+    # a folder path becomes a plain name that record_path accepts
+    name = record_name("01_clustering", "ci", "folder:/data/my set")
+    assert name == "01_clustering.folder-data-my-set"
+    assert record_path("ci", name, root="r").name == f"{name}.json"
+
+
+def test_records_beside_lists_every_data_set_of_the_slowest_profile(tmp_path: Path) -> None:
+    cifar = get_profile("cpu", **{"data.name": "cifar10-jpeg"})
+    record_results("cpu", record_name("04_unlearning", "cpu", "cifar10-jpeg"), {"acc": 2.0}, cifar,
+                   command="x", root=tmp_path)
+    record_results("cpu", "04_unlearning", {"acc": 1.0}, get_profile("cpu"), command="x", root=tmp_path)
+    record_results("ci", "04_unlearning", {"acc": 3.0}, get_profile("ci"), command="x", root=tmp_path)
+    found = records_beside("04_unlearning", exclude="quick", root=tmp_path)
+    assert [(r["profile"], r["config"]["data"]["name"], r["numbers"]["acc"]) for r in found] == [
+        ("cpu", "mnist", 1.0), ("cpu", "cifar10-jpeg", 2.0)]
+    assert [r["profile"] for r in records_beside("04_unlearning", exclude="cpu", root=tmp_path)] == ["ci"]
+    # another chapter whose name starts alike is not picked up
+    assert records_beside("04_unlearning_extra", root=tmp_path) == []
 
 
 def test_tampered_hash_is_rejected(record_file: Path) -> None:

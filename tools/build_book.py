@@ -6,6 +6,7 @@
     python tools/build_book.py --chapters 01 03               # re-execute two chapters only
     python tools/build_book.py --skip-execute                 # rebuild HTML from executed copies
     python tools/build_book.py --profile cpu --record         # what `make record` runs
+    python tools/build_book.py --profile cpu --dataset cifar10-jpeg --record
 
 Steps:
 
@@ -286,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="experiment profile passed to every chapter (quick, ci, cpu, paper)")
     parser.add_argument("--data-root", default="",
                         help="data root passed to every chapter (empty: $DDM_DATA_ROOT, else data/)")
+    parser.add_argument("--dataset", default="",
+                        help="data set passed to every chapter instead of the profile's own "
+                             "(e.g. cifar10-jpeg); records then go to results/<profile>/<chapter>.<dataset>.json")
     parser.add_argument("--record", action="store_true",
                         help="chapters write their headline numbers to results/<profile>/")
     parser.add_argument("--chapters", nargs="+", metavar="NAME",
@@ -303,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     timeout = DEFAULT_TIMEOUT.get(args.profile, None) if args.timeout is None else args.timeout
     timeout = timeout if timeout and timeout > 0 else None
     parameters = {"profile": args.profile, "data_root": data_root, "record": args.record}
+    if args.dataset:
+        # Only then: the chapters' own default (None: the profile's data set) stays untouched.
+        parameters["dataset"] = args.dataset
     # Chapters import the project's package whatever the kernel's working directory.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -315,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest = load_manifest()
     print(f"Book: {len(pages)} pages, {len(notebooks)} notebooks; executing {len(to_run)} with "
-          f"profile={args.profile!r} data_root={data_root!r} record={args.record} "
+          f"profile={args.profile!r} data_root={data_root!r} dataset={args.dataset or 'default'!r} "
+          f"record={args.record} "
           f"timeout={timeout or 'none'}", flush=True)
     times: dict[str, float] = {}
     for i, page in enumerate(to_run, 1):
