@@ -148,3 +148,53 @@ def test_digits_ddm_loo_correlation(tmp_path) -> None:
                f"{figures[True]:.3f} (0.359 when written), hard labels {figures[False]:.3f} (0.062 when written)")
     print(message)
     assert figures[True] > 0, message
+
+
+def test_unlearning_per_cluster_measures_each_reference_against_the_exact_retrain(pipeline) -> None:
+    from ddm import report
+    from ddm.evaluation import output_distance
+
+    exp, exact = pipeline["exp"], pipeline["exact"]
+    clustering = exp.clusters()
+    K = clustering.num_clusters
+    synset = exp.synset()
+    frame = report.unlearning_per_cluster(exp, {"ddm": synset, "soft": synset}, clustering,
+                                          ddm_name="ddm", soft_name="soft")
+    wide = frame.pivot(index="cluster", columns="method", values="distance to exact")
+    assert len(frame) == K * wide.shape[1] and list(wide.index) == list(range(K))
+    assert wide.shape[1] == 7  # unchanged, DDM, lr/10, soft, random, ascent, noise floor
+
+    target = exp.target_logits(exp.test.images)
+    np.testing.assert_allclose(wide[report.UNCHANGED], output_distance(target[None], exact).numpy(), rtol=1e-5)
+    ddm = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images)
+    np.testing.assert_allclose(wide[report.DDM_PER_CLUSTER], output_distance(ddm, exact).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(wide["DDM + soft labels (ours)"], wide[report.DDM_PER_CLUSTER], rtol=1e-5)
+    # random choice: cluster k is scored with some *other* cluster's fine-tune
+    pairwise = output_distance(ddm[:, None], exact[None]).numpy()                # (j, k)
+    for k, value in enumerate(wide["random choice: another cluster's DDM synset"]):
+        hits = np.flatnonzero(np.isclose(pairwise[:, k], value, rtol=1e-5))
+        assert len(hits) and k not in hits
+    noise = exp.exact_retrain_logits([(k,) for k in range(K)], clustering, order_seed=1)
+    np.testing.assert_allclose(wide["noise floor: exact retrain, data order 1"],
+                               output_distance(noise, exact).numpy(), rtol=1e-5)
+    # a tenth of the rate moves the model less far from where it started
+    moved = output_distance(ddm, target[None]).mean()
+    slow = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images,
+                                 dataclasses.replace(exp.config.online, finetune_lr=exp.config.online.finetune_lr / 10))
+    assert output_distance(slow, target[None]).mean() < moved
+
+
+def test_closer_than_doing_nothing_by_hand() -> None:
+    import pandas as pd
+
+    from ddm import report
+
+    frame = pd.DataFrame({"cluster": [0, 1, 2] * 2,
+                          "method": [report.UNCHANGED] * 3 + ["m"] * 3,
+                          "distance to exact": [1.0, 2.0, 3.0, 0.5, 2.5, 1.0]})
+    table = report.closer_than_doing_nothing(frame)
+    assert list(table.index) == [report.UNCHANGED, "m"]
+    assert table.loc["m", "mean distance"] == pytest.approx(4 / 3)
+    assert table.loc["m", "median distance"] == pytest.approx(1.0)
+    assert table.loc["m", "closer than doing nothing (%)"] == pytest.approx(200 / 3)
+    assert np.isnan(table.loc[report.UNCHANGED, "closer than doing nothing (%)"])
