@@ -178,3 +178,37 @@ def per_cluster_error(frame: pd.DataFrame, provenance: str, ddm: str, unchanged:
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
+
+
+def harmful_removal(frame: pd.DataFrame, provenance: str, paper: dict[str, dict[float, float]] | None = None):
+    """Table 3 as a figure: held-out test accuracy after deleting the top x% of the training set
+    (harmful first) and retraining, one line per ranking. Random orders are drawn as their mean
+    with a band from the worst to the best seed; the grey band spans the target's accuracy and
+    the same training under another data order (the noise floor). The paper's MNIST rows, when
+    given, are drawn dotted."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    base = frame[frame["fraction (%)"] == 0]
+    data = frame[frame["fraction (%)"] > 0].copy()
+    random_rows = data["method"].str.startswith("random (seed")
+    data.loc[random_rows, "method"] = "random (mean; band: seeds' range)"
+    helpful = data["method"].str.contains("most helpful first")
+    sns.lineplot(data=data[~helpful], x="fraction (%)", y="test accuracy (%)", hue="method", marker="o",
+                 errorbar=("pi", 100), ax=ax)
+    sns.lineplot(data=data[helpful], x="fraction (%)", y="test accuracy (%)", hue="method", marker="v",
+                 palette=["0.35", "0.6"], linestyle="--", ax=ax)
+    accuracies = base["test accuracy (%)"].to_numpy()
+    ax.axhspan(accuracies.min(), accuracies.max(), color="0.8", alpha=0.6, lw=0,
+               label="target / another data order (noise floor)")
+    for name, row in (paper or {}).items():
+        fractions = sorted(row)
+        ax.plot(fractions, [row[f] for f in fractions], ls=":", marker=".", lw=1.2, label=f"paper: {name}")
+    ax.set_xscale("log")
+    ticks = sorted(data["fraction (%)"].unique())
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.set_xlabel("share of the training set removed (harmful first), then retrained")
+    ax.set_ylabel("held-out test accuracy (%)")
+    ax.set_title("Removing harmful data (Table 3)")
+    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _footer(fig, provenance)
+    fig.tight_layout()
+    return fig

@@ -198,3 +198,37 @@ def test_closer_than_doing_nothing_by_hand() -> None:
     assert table.loc["m", "median distance"] == pytest.approx(1.0)
     assert table.loc["m", "closer than doing nothing (%)"] == pytest.approx(200 / 3)
     assert np.isnan(table.loc[report.UNCHANGED, "closer than doing nothing (%)"])
+
+
+def test_harmful_removal_retrains_what_each_ranking_selects(pipeline) -> None:
+    from ddm import removal, report
+
+    exp = pipeline["exp"]
+    clustering = exp.clusters()
+    synset = exp.synset()
+    frame = report.harmful_removal(exp, synset, clustering, fractions=(0.1, 0.3), random_seeds=(0, 1))
+    methods = list(frame["method"].unique())
+    assert methods[:2] == ["target (nothing removed)", "noise floor: nothing removed, data order 1"]
+    assert {"DDM (Supp. Eq. 14)", "exact leave-one-out retrain", "TracIn-style", "random (seed 0)",
+            "random (seed 1)", "DDM, most helpful first"} <= set(methods)
+    removed = frame[frame["fraction (%)"] > 0]
+    assert len(removed) == (len(methods) - 2) * 2
+    assert (removed["removed (%)"] >= removed["fraction (%)"] - 1e-9).all()
+
+    # the DDM row at 30% is the retrain without the clusters Supp. Eq. 14 ranks most harmful
+    val, held = removal.validation_split(len(exp.test), seed=exp.config.eval.seed)
+    K = clustering.num_clusters
+    loss = removal.global_objective(exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images[val]),
+                                    exp.test.labels[val])
+    chosen = removal.clusters_for_fraction(removal.harmful_first(loss), clustering.sizes(), 0.3)
+    logits = exp.exact_retrain_logits([chosen], clustering)[0, held]
+    expected = (logits.argmax(1) == exp.test.labels[held]).float().mean().item() * 100
+    row = removed[(removed["method"] == "DDM (Supp. Eq. 14)") & (removed["fraction (%)"] == 30.0)].iloc[0]
+    assert row["test accuracy (%)"] == pytest.approx(expected)
+    assert row["clusters removed"] == len(chosen)
+    table = report.removal_table(frame)
+    assert list(table.columns) == ["10% removed", "30% removed"]
+    assert "random (mean of seeds)" in table.index and "random (max - min of seeds)" in table.index
+    numbers = report.removal_numbers(frame)
+    assert numbers["accuracy after removing 30%, DDM (%)"] == pytest.approx(expected)
+    assert "Noise floor" in report.removal_verdict(frame)
