@@ -148,6 +148,7 @@ def comparison_table(
     paper_label: str = "paper",
     digits: int = 3,
     recorded_columns: Mapping[str, str] | None = None,
+    paper_columns: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Our numbers beside the paper's: ``quantity | ours (this run) | ours (recorded, profile X) | paper``.
 
@@ -159,20 +160,22 @@ def comparison_table(
 
     ``recorded_columns`` (row key -> column header) replaces the single ``recorded`` column with
     several, one per recorded run (e.g. the ``cpu`` runs on MNIST and on CIFAR-10); rows then use
-    those keys instead of ``recorded``.
+    those keys instead of ``recorded``. ``paper_columns`` does the same for ``paper`` (one column
+    per data set of the paper's, e.g. MNIST and CIFAR-10).
     """
     this_col = f"ours (this run, {this_profile})" if this_profile else "ours (this run)"
     rec_col = (f"ours (recorded, profile {recorded_profile})" if recorded_profile
                else "ours (recorded: none)")
-    if recorded_columns:
-        clash = set(recorded_columns) & set(ROW_KEYS)
+    for name, extra in (("recorded_columns", recorded_columns), ("paper_columns", paper_columns)):
+        clash = set(extra or {}) & set(ROW_KEYS)
         if clash:
-            raise ValueError(f"recorded_columns may not reuse the row keys {sorted(clash)}")
-        columns = {"this_run": this_col, **recorded_columns, "paper": paper_label}
-        allowed = {k for k in ROW_KEYS if k != "recorded"} | set(recorded_columns)
-    else:
-        columns = {"this_run": this_col, "recorded": rec_col, "paper": paper_label}
-        allowed = set(ROW_KEYS)
+            raise ValueError(f"{name} may not reuse the row keys {sorted(clash)}")
+    recorded = dict(recorded_columns) if recorded_columns else {"recorded": rec_col}
+    papers = dict(paper_columns) if paper_columns else {"paper": paper_label}
+    if set(recorded) & set(papers):
+        raise ValueError(f"recorded_columns and paper_columns share keys {sorted(set(recorded) & set(papers))}")
+    columns = {"this_run": this_col, **recorded, **papers}
+    allowed = {"quantity", "note", *columns}
     has_note = any("note" in row for row in rows)
     table = []
     for i, row in enumerate(rows):

@@ -404,30 +404,68 @@ def removal_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- our numbers vs the paper's
-def versus_paper(chapter: str, profile: str, numbers: dict, paper: dict | None = None,
+def versus_paper(chapter: str, profile: str, numbers: dict, paper=None,
                  notes: dict | None = None, dataset: str | None = None) -> pd.DataFrame:
     """One table: this run's numbers, the recorded numbers of the slowest other profile that has a
     record for this chapter (one column per data set it was recorded on, this run's data set
-    first), and the paper's. Blank cells mean "not measured / not reported"."""
-    from ddm import book, results
+    first), and the paper's. Blank cells mean "not measured / not reported".
+
+    ``paper`` is either the paper's values for this run's data set (a dict) or a function from a
+    data set's name to them; given a function, the table has one paper column for every data set
+    of the paper among this run's and the recorded ones (MNIST beside CIFAR-10, say)."""
+    from ddm import book, paper as published, results
 
     records = results.records_beside(chapter, exclude=profile)
     records.sort(key=lambda r: r["config"]["data"]["name"] != dataset)
-    columns = {f"recorded_{i}": (f"ours (recorded, profile {r['profile']}, "
-                                 f"{book.dataset_label(r['config']['data']['name'])})")
-               for i, r in enumerate(records)}
-    paper, notes = paper or {}, notes or {}
+    recorded = {f"recorded_{i}": (f"ours (recorded, profile {r['profile']}, "
+                                  f"{book.dataset_label(r['config']['data']['name'])})")
+                for i, r in enumerate(records)}
+    if callable(paper):
+        names = [dataset] + [r["config"]["data"]["name"] for r in records]
+        keys = list(dict.fromkeys(k for k in (published.paper_key(n) for n in names if n) if k))
+        by_key = {k: paper(k) for k in keys}
+        papers = {f"paper_{k}": f"paper ({book.dataset_label(k)})" for k in keys if any(by_key[k].values())}
+    else:
+        by_key = {"this": paper or {}}
+        label = f"paper ({book.dataset_label(dataset)})" if dataset and any(by_key["this"].values()) else "paper"
+        papers = {"paper_this": label}
+    notes = notes or {}
     rows = []
     for key, value in numbers.items():
-        row = {"quantity": key, "this_run": value, "paper": paper.get(key)}
+        row = {"quantity": key, "this_run": value}
         for i, r in enumerate(records):
             row[f"recorded_{i}"] = r["numbers"].get(key)
+        for column in papers:
+            row[column] = by_key[column.removeprefix("paper_")].get(key)
         if notes.get(key):
             row["note"] = notes[key]
         rows.append(row)
-    label = f"paper ({book.dataset_label(dataset)})" if dataset and any(paper.values()) else "paper"
-    return book.comparison_table(rows, this_profile=profile, recorded_columns=columns or None,
-                                 paper_label=label)
+    return book.comparison_table(rows, this_profile=profile, recorded_columns=recorded or None,
+                                 paper_columns=papers)
+
+
+def attribution_paper_values(dataset: str) -> dict:
+    """Chapter 03's quantities as the paper reports them for ``dataset`` (Table 1, Supp. 6.2)."""
+    from ddm import paper
+
+    key = paper.paper_key(dataset)
+    if key not in ("mnist", "cifar10", "cifar100"):
+        return {}
+    return {"Dist1 x100, DDM": paper.TABLE1["DDM-full"][key][0],
+            "Dist1 x100, random": paper.TABLE1["Random Select"][key][0],
+            "hierarchical speed-up (x)": paper.HIERARCHICAL_SPEEDUP.get(key)}
+
+
+def unlearning_paper_values(dataset: str) -> dict:
+    """Chapter 04's quantities as the paper's Table 4 reports them for ``dataset``."""
+    from ddm import paper
+
+    t4 = paper.TABLE4.get(paper.paper_key(dataset))
+    if t4 is None:
+        return {}
+    return {"Acc theta_0 (%)": t4["Normal"][0], "Acc_tau: target (%)": t4["Normal"][1],
+            "Acc after fine-tuning on whole synset, DDM (%)": t4["DDM"][0],
+            "Acc after fine-tuning on whole synset, DDM-match (%)": t4["DDM-match"][0]}
 
 
 def record_if_asked(record: bool, chapter: str, exp: Experiment, numbers: dict) -> str:
@@ -622,6 +660,15 @@ def removal_paper_values(dataset: str) -> dict[str, float]:
         values[f"accuracy after removing {x}%, DDM (%)"] = paper.TABLE3_MNIST["DDM"][x]
         values[f"accuracy after removing {x}%, random (%)"] = paper.TABLE3_MNIST["Random"][x]
     return values
+
+
+def removal_paper_curves(dataset: str) -> dict[str, dict[float, float]]:
+    """Table 3's DDM and Random rows as curves (fraction in % -> accuracy) for the figure; MNIST only."""
+    from ddm import paper
+
+    if paper.paper_key(dataset) != "mnist":
+        return {}
+    return {name: {x: v for x, v in paper.TABLE3_MNIST[name].items() if x > 0} for name in ("DDM", "Random")}
 
 
 def removal_verdict(frame: pd.DataFrame) -> str:
