@@ -190,26 +190,6 @@ def load_results(
     return record
 
 
-def find_recorded(
-    chapter: str,
-    exclude: str | None = None,
-    order: tuple[str, ...] = PROFILE_ORDER,
-    root: Path | str = RESULTS_ROOT,
-) -> dict[str, Any] | None:
-    """The record of ``chapter`` at the slowest profile that has one, skipping ``exclude``.
-
-    A chapter running at ``quick`` calls ``find_recorded(chapter, exclude="quick")`` to find the
-    ``paper``, else ``cpu``, else ``ci`` record to show beside its live numbers.
-    """
-    for profile in order:
-        if profile == exclude:
-            continue
-        record = load_results(profile, chapter, root)
-        if record is not None:
-            return record
-    return None
-
-
 def records_beside(
     chapter: str,
     exclude: str | None = None,
@@ -218,7 +198,9 @@ def records_beside(
 ) -> list[dict[str, Any]]:
     """Every record of ``chapter``, on any data set, at the slowest profile (other than
     ``exclude``) that has one: the profile's own data set first, then the others by name.
-    Empty when no profile has a record."""
+    Empty when no profile has a record. A chapter running at ``quick`` calls
+    ``records_beside(chapter, exclude="quick")`` to find the ``paper``, else ``cpu``, else ``ci``
+    records to show beside its live numbers."""
     for profile in order:
         if profile == exclude:
             continue

@@ -10,7 +10,6 @@ import pytest
 from ddm.config import PROJECT_ROOT, config_hash, get_profile
 from ddm.results import (
     RESULTS_ROOT,
-    find_recorded,
     iter_record_files,
     load_results,
     record_name,
@@ -50,7 +49,7 @@ def test_round_trip(tmp_path: Path, record_file: Path) -> None:
 
 def test_absent_record_is_none(tmp_path: Path) -> None:
     assert load_results("cpu", "01_clustering", root=tmp_path) is None
-    assert find_recorded("01_clustering", root=tmp_path) is None
+    assert records_beside("01_clustering", root=tmp_path) == []
 
 
 def test_record_accepts_a_plain_dict_and_numpy_scalars(tmp_path: Path) -> None:
@@ -71,12 +70,12 @@ def test_overwrite_replaces_the_record(tmp_path: Path, record_file: Path) -> Non
     assert record["numbers"] == {"spearman": 0.5} and record["command"] == "again"
 
 
-def test_find_recorded_prefers_the_slowest_profile(tmp_path: Path) -> None:
+def test_records_beside_prefers_the_slowest_profile(tmp_path: Path) -> None:
     for profile in ("ci", "cpu"):
         record_results(profile, "04_unlearning", {"acc": 1.0}, get_profile(profile),
                        command="x", root=tmp_path)
-    assert find_recorded("04_unlearning", root=tmp_path)["profile"] == "cpu"
-    assert find_recorded("04_unlearning", exclude="cpu", root=tmp_path)["profile"] == "ci"
+    assert [r["profile"] for r in records_beside("04_unlearning", root=tmp_path)] == ["cpu"]
+    assert [r["profile"] for r in records_beside("04_unlearning", exclude="cpu", root=tmp_path)] == ["ci"]
 
 
 def test_record_name_keeps_the_profiles_own_data_set_plain() -> None:
