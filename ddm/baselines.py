@@ -8,6 +8,8 @@ simple baselines any reader would try first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,19 +73,26 @@ def _flat_per_sample_gradients(model, params: Params, images, labels) -> torch.T
     return torch.stack(rows)
 
 
+def real_ascent_params(model: nn.Module, params: Params, train_images: torch.Tensor, train_labels: torch.Tensor,
+                       clustering: Clustering, steps: int, lr: float) -> Iterator[Params]:
+    """For each cluster in turn, the parameters after T steps of gradient *ascent* on its real
+    images: the thing the synset is meant to mimic with a single image."""
+    from ddm.online import finetune  # local import keeps the module graph one-way for readers
+
+    for k in range(clustering.num_clusters):
+        members = clustering.members(k)
+        yield finetune(model, params, train_images[members], train_labels[members], None, steps, -lr)
+
+
 def real_ascent_effects(model: nn.Module, params: Params, train_images: torch.Tensor, train_labels: torch.Tensor,
                         clustering: Clustering, test_images: torch.Tensor, directions: torch.Tensor,
                         steps: int, lr: float) -> np.ndarray:
-    """Gradient *ascent* on the real cluster for T steps: the thing the synset is meant to mimic
-    with a single image, done with the cluster's real images. Effect = drop of the margin."""
-    from ddm.online import finetune  # local import keeps the module graph one-way for readers
-
+    """Gradient ascent on the real cluster (:func:`real_ascent_params`). Effect = drop of the margin."""
     with torch.no_grad():
         base = (functional_call(model, params, (test_images,)) * directions).sum(-1)
     effects = torch.zeros(len(test_images), clustering.num_clusters)
-    for k in range(clustering.num_clusters):
-        members = clustering.members(k)
-        ascended = finetune(model, params, train_images[members], train_labels[members], None, steps, -lr)
+    ascents = real_ascent_params(model, params, train_images, train_labels, clustering, steps, lr)
+    for k, ascended in enumerate(ascents):
         with torch.no_grad():
             after = (functional_call(model, ascended, (test_images,)) * directions).sum(-1)
         effects[:, k] = base - after

@@ -9,6 +9,7 @@ better than exact retraining agrees with itself. Random choice and cheap baselin
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -113,17 +114,21 @@ def _located_metrics(effects: np.ndarray, truth: GroundTruth, seed: int | None) 
     return out
 
 
+def tenth_rate(online: OnlineConfig) -> OnlineConfig:
+    """The same fine-tune (Eq. 9) at a tenth of its learning rate: the book's check of the paper's
+    choice of the training rate."""
+    return dataclasses.replace(online, finetune_lr=online.finetune_lr / 10)
+
+
 def ddm_variant_effects(exp: Experiment, synsets: dict[str, Synset], truth: GroundTruth
                         ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """DDM's effects for every synset, at the profile's fine-tune learning rate (the paper's
     choice: the training rate) and, for the reverse-matched Algorithm 1 synsets (the paper's
     method, and ours with soft labels), at a tenth of it."""
-    import dataclasses
-
     effects, seconds = {}, {}
     for name, synset in synsets.items():
         effects[name], seconds[name] = ddm_effects(exp, synset, truth)
-    slow = dataclasses.replace(exp.config.online, finetune_lr=exp.config.online.finetune_lr / 10)
+    slow = tenth_rate(exp.config.online)
     for name in [n for n, s in synsets.items() if s.method == "reverse" and s.pairing == "alg1"]:
         label = f"{name}, fine-tune lr / 10"
         effects[label], seconds[label] = ddm_effects(exp, synsets[name], truth, slow)

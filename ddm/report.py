@@ -11,10 +11,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from ddm import baselines
 from ddm.attribution import fit_attribution_matrix, margin_direction, margin_effects, predict_outputs
 from ddm.clustering import Clustering
 from ddm.config import ClusterConfig, DistillConfig
-from ddm.evaluation import GroundTruth, ddm_effects, output_distance
+from ddm.evaluation import GroundTruth, ddm_effects, output_distance, tenth_rate
 from ddm.experiment import Experiment
 from ddm.matching import Synset
 from ddm.metrics import linear_datamodeling_score, margins
@@ -242,26 +243,21 @@ def unlearning_per_cluster(exp: Experiment, synsets: dict[str, Synset], clusteri
     masks = leave_one_out_masks(K)
     exact = exp.exact_retrain_logits([(k,) for k in range(K)], clustering)             # (K, N, L)
     online = exp.config.online
-    slow = dataclasses.replace(online, finetune_lr=online.finetune_lr / 10)
+    slow = tenth_rate(online)
     ddm = exp.perturbed_outputs(synsets[ddm_name], masks, exp.test.images)
     generator = torch.Generator().manual_seed(exp.config.eval.seed)
     shift = torch.randint(1, K, (1,), generator=generator).item() if K > 1 else 0
     other = (torch.arange(K) + shift) % K  # every cluster paired with a different one
     model = exp.new_model()
-    target = exp.target().final
-    ascent = []
-    for k in range(K):
-        members = clustering.members(k)
-        params = finetune(model, target, exp.train.images[members], exp.train.labels[members], None,
-                          online.finetune_steps, -online.finetune_lr)
-        ascent.append(predict_logits(model, params, exp.test.images))
+    ascents = baselines.real_ascent_params(model, exp.target().final, exp.train.images, exp.train.labels,
+                                           clustering, online.finetune_steps, online.finetune_lr)
     methods = {
         UNCHANGED: exp.target_logits(exp.test.images)[None].expand_as(exact),
         DDM_PER_CLUSTER: ddm,
         "DDM fine-tune, lr / 10": exp.perturbed_outputs(synsets[ddm_name], masks, exp.test.images, slow),
         "DDM + soft labels (ours)": exp.perturbed_outputs(synsets[soft_name], masks, exp.test.images),
         "random choice: another cluster's DDM synset": ddm[other],
-        "gradient ascent on the real cluster": torch.stack(ascent),
+        "gradient ascent on the real cluster": torch.stack([predict_logits(model, p, exp.test.images) for p in ascents]),
     }
     for seed in exp.config.eval.noise_seeds[:1]:
         methods[f"noise floor: exact retrain, data order {seed}"] = exp.exact_retrain_logits(
@@ -329,7 +325,7 @@ def removal_rankings(exp: Experiment, synset: Synset, clustering: Clustering, va
 
     Plus, the other way round, DDM's and the exact order *most helpful first*: deleting those
     should hurt more than deleting random clusters if the ranking carries signal."""
-    from ddm import baselines, removal
+    from ddm import removal
 
     K = clustering.num_clusters
     x, y = exp.test.images[val_idx], exp.test.labels[val_idx]
@@ -496,9 +492,7 @@ def second_dataset_synsets(profile: str, second_dataset: str | None, data_root, 
     if second_dataset == "auto":
         second_dataset = (None if profile == "quick"
                           else "mnist" if first == "cifar10-jpeg" else "cifar10-jpeg")
-    if second_dataset == first:
-        return None
-    if not second_dataset:
+    if not second_dataset or second_dataset == first:
         return None
     rest = {k: v for k, v in overrides.items() if k != "data.name"}
     other = Experiment.create(get_profile(profile, **rest, **{"data.name": second_dataset}),
