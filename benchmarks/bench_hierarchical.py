@@ -38,9 +38,7 @@ SIZES = {"data.name": "mnist", "data.train_per_class": 100, "data.test_per_class
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.make_parser(__doc__)
     parser.add_argument("--points", type=int, default=10, help="test points attributed one by one (default 10)")
     parser.add_argument("--vectorised", action="store_true", help="fine-tune with finetune_vectorised")
     return parser.parse_args(argv)

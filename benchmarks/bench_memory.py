@@ -47,9 +47,7 @@ MARK = "RESULT "
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.make_parser(__doc__)
     parser.set_defaults(cache_root=None)
     parser.add_argument("--distill-steps", type=int, help="override distill.steps (shortens the distill stage)")
     parser.add_argument("--exact-retrains", type=int, default=2, help="exact retrains in the exact stage (default 2)")

@@ -45,9 +45,7 @@ SIZES = {"data.name": "mnist", "data.train_per_class": 100, "data.test_per_class
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    parser = common.make_parser(__doc__)
     parser.add_argument("--exact-sample", type=int, default=5, help="exact retrains to time (default 5)")
     parser.add_argument("--full", action="store_true", help="time all K exact retrains (no extrapolation)")
     parser.add_argument("--random-masks", type=int, default=50, help="random masks for part (b) (default 50)")

@@ -40,6 +40,15 @@ def default_data_root() -> str:
     return str(shared if shared.is_dir() else ROOT / "data")
 
 
+def make_parser(doc: str, profile: str = "ci") -> argparse.ArgumentParser:
+    """A script's parser: its docstring's first paragraph as description, plus the options every
+    benchmark shares (:func:`add_common_args`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, profile)
+    return parser
+
+
 def add_common_args(parser: argparse.ArgumentParser, profile: str = "ci") -> None:
     parser.add_argument("--profile", default=profile, help=f"base profile (default {profile})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
