@@ -1,6 +1,7 @@
 # Two commands for a reader (README.md):  make book   and   make test
-# Both set up what is missing first: the virtual environment $(VENV) from requirements.txt and
-# MathJax from the npm registry (tools/setup_env.sh).
+# Both set up what is missing first: the virtual environment $(VENV) from requirements.lock
+# (generated from requirements.txt, installed with --require-hashes) and MathJax from the npm
+# registry (tools/setup_env.sh).
 
 VENV ?= .venv
 PROFILE ?= quick
@@ -25,6 +26,7 @@ help:
 	@echo "make html     rebuild the HTML from the chapters executed last time"
 	@echo "make record   re-run the chapters with record=True: results/<PROFILE>/*.json"
 	@echo "make check    open the built pages in headless Chromium; screenshots in _build/screenshots"
+	@echo "make setup    create or update $(VENV) from requirements.lock (hash-checked); fetch MathJax"
 	@echo "make clean    remove _build/ (distclean: also .venv/ and node_modules/)"
 	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" VENV=.venv"
 
