@@ -63,10 +63,9 @@ def cached_synset(exp: Experiment, clusters=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.set_threads(args.threads)
     config = common.config_from(args, SIZES)
-    print(machine_line())
     exp = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root, progress=False)
+    print(machine_line())   # after Experiment.create, which applied config.threads
     vectorised = args.vectorised or config.online.vectorised
     final = exp.target().final     # loaded once: Experiment.target() reads the store on every call
     clustering = exp.clusters()

@@ -63,10 +63,9 @@ def _gib(kib: int) -> float:
 
 def run_stage(args: argparse.Namespace) -> None:
     """Child process: run one stage, print its peak memory as one JSON line."""
-    common.set_threads(args.threads)
     start = time.perf_counter()
     note = ""
-    if args.stage != "import":
+    if args.stage != "import":   # --threads reaches torch through the configuration (Experiment.create)
         from ddm.experiment import Experiment
         from ddm.online import leave_one_out_masks
 
@@ -134,7 +133,6 @@ def main(argv=None) -> None:
     if args.stage:
         run_stage(args)
         return
-    common.set_threads(args.threads)
     config = common.config_from(args, {"distill.steps": args.distill_steps} if args.distill_steps else {})
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
@@ -145,7 +143,7 @@ def main(argv=None) -> None:
         store = Path(tempfile.mkdtemp(prefix=f"memory-{args.profile}-", dir=_bench_dir()))
     else:
         store = Path(args.cache_root)
-    print(machine_line())
+    print(machine_line(config))   # each stage's child process applies config.threads
     print(f"profile {args.profile}: {config.data.name} {config.data.train_per_class}/class, "
           f"C = {config.clusters.clusters_per_class}, {config.model.arch} w{config.model.width} d{config.model.depth}, "
           f"tau {config.train.epochs}, distill {config.distill.steps} steps"

@@ -149,10 +149,9 @@ def part_b(exp: Experiment, args, synset: Synset | None) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    common.set_threads(args.threads)
     config = common.config_from(args, SIZES)
-    print(machine_line())
     exp = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root, progress=False)
+    print(machine_line())   # after Experiment.create, which applied config.threads
     points = exp.test_point_indices()
     synset = None if args.skip_a else part_a(exp, args, points)
     if not args.skip_b:

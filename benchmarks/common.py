@@ -2,7 +2,9 @@
 
 Benchmarks print ratios measured in one run; they never assert on time. Every script sets
 torch's thread count explicitly (``--threads``, default 1: on a small CPU shared with other
-work, two threads were measured 10-40x slower than one) and prints it with the machine.
+work, two threads were measured 10-40x slower than one) and prints it with the machine. The
+count is the configuration's ``threads`` (:func:`config_from`), which ``Experiment.create``
+applies: the one thread setting of the package.
 """
 
 from __future__ import annotations
@@ -60,20 +62,20 @@ def add_common_args(parser: argparse.ArgumentParser, profile: str = "ci") -> Non
 
 
 def config_from(args: argparse.Namespace, sizes: dict[str, object]) -> ExperimentConfig:
-    """The profile, the script's default sizes, then the user's --set overrides."""
+    """The profile, the script's default sizes, then the user's --set overrides, with
+    ``--threads`` as the configuration's ``threads`` (applied by ``Experiment.create``)."""
     items = [f"{k}={v}" for k, v in sizes.items()] + list(args.set)
-    return make_config(args.profile, items)
+    return make_config(args.profile, items, threads=args.threads)
 
 
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def machine_line() -> str:
+def machine_line(config: ExperimentConfig | None = None) -> str:
+    """The machine, load, versions and thread count of a run: ``config.threads`` when given (a
+    process that builds no Experiment), else torch's current count."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    threads = config.threads if config is not None and config.threads else torch.get_num_threads()
     return (f"machine: {platform.node()} {platform.machine()} ({os.cpu_count()} cores, load "
             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}), python {platform.python_version()}, "
-            f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+            f"torch {torch.__version__}, threads {threads}, "
             f"{_dt.datetime.now().astimezone().isoformat(timespec='minutes')}")
 
 

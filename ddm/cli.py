@@ -7,14 +7,19 @@ missing)::
     cluster    per-class clusters of the training set (Supp. 6.1)           Experiment.clusters
     distill    the synset by reverse gradient matching (Alg. 1, Eq. 6)      Experiment.synset
     attribute  perturbed models for the eval test points (Eq. 9), the
-               attribution matrix (Eq. 7-8) and the top clusters            Experiment.perturbed_outputs
+               attribution matrix (Eq. 7-8) and the top clusters            evaluation.fit_attribution
     unlearn    exact leave-one-cluster-out retraining of all K clusters     Experiment.exact_retrain_logits
     evaluate   target accuracy, K, and how well DDM's leave-one-out effects
-               rank the clusters against exact retraining (Spearman)
+               rank the clusters against exact retraining (Spearman, top-1,
+               Dist1 of the located cluster, the retraining noise floor)    evaluation.score_methods
     profiles   print the named profiles
 
+attribute, unlearn and evaluate run the protocol of :mod:`ddm.evaluation`, the one copy the
+chapters and the tests use too; this module only formats what it returns.
+
 Common options (after the stage name): ``--profile``, ``--dataset``, ``--model``, ``--device``,
-``--data-root``, ``--cache-root``, ``--set section.field=value`` (repeatable) and ``--quiet``.
+``--data-root``, ``--cache-root``, ``--set section.field=value`` (repeatable), ``--threads N``
+(the configuration's ``threads``, applied by ``Experiment.create``) and ``--quiet``.
 A bad profile, data set, model, device or field exits with status 2 and says what to change.
 
 Examples::
@@ -27,10 +32,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -40,8 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm.config import PROFILES, ExperimentConfig, get_profile, resolve_cache_root
-from ddm.store import StoreError
+from ddm.config import (PROFILES, ExperimentConfig, check_override, get_profile, parse_assignments,
+                        resolve_cache_root)
+from ddm.store import StoreError, atomic_write_text
 
 STAGES: tuple[str, ...] = ("train", "cluster", "distill", "attribute", "unlearn", "evaluate")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -52,101 +58,30 @@ class UsageError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing --set and building the configuration
+# Building the configuration (the parsing and type checking of --set live in ddm.config)
 # ---------------------------------------------------------------------------------------------
 
-def parse_value(text: str) -> Any:
-    """``--set`` values: JSON first (``3``, ``0.1``, ``true``, ``null``, ``[1, 2]``), then a Python
-    literal (``True``, ``None``, ``(1, 2)``), else the text itself as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, tuple[Any, str]]:
-    """``["train.epochs=3", ...]`` -> ``{"train.epochs": (3, "3"), ...}`` (parsed value, raw text)."""
-    out: dict[str, tuple[Any, str]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set expects section.field=value (e.g. train.epochs=3), got {item!r}")
-        out[key] = (parse_value(raw.strip()), raw.strip())
-    return out
-
-
-def _field_type(config: ExperimentConfig, key: str) -> str | None:
-    """The annotation of ``section.field`` (or a top-level field) as text; None when unknown
-    (``apply_overrides`` then reports the unknown name)."""
-    section, _, name = key.rpartition(".")
-    holder: Any = getattr(config, section, None) if section else config
-    if holder is None or not dataclasses.is_dataclass(holder):
-        return None
-    for f in dataclasses.fields(holder):
-        if f.name == name:
-            return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return None
-
-
-def coerce_value(key: str, value: Any, raw: str, type_text: str | None) -> Any:
-    """Check a ``--set`` value against the field's annotation; convert where it is safe
-    (an int for a float, a list for a tuple, the raw text for a string)."""
-    if type_text is None:
-        return value
-    optional = "None" in type_text
-    base = type_text.replace("| None", "").replace("None |", "").strip()
-    if value is None:
-        if optional:
-            return None
-        raise UsageError(f"{key} cannot be None (it is {base})")
-    if base == "str":
-        return value if isinstance(value, str) else raw
-    if base == "bool":
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"{key} expects true or false, got {raw!r}")
-    if base == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise UsageError(f"{key} expects an integer, got {raw!r}")
-    if base == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UsageError(f"{key} expects a number, got {raw!r}")
-    if base.startswith("tuple"):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        if "int" in base and not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise UsageError(f"{key} expects integers, e.g. {key}=[1,2], got {raw!r}")
-        return tuple(items)
-    return value
-
-
 def make_config(profile: str, assignments: Sequence[str] = (), dataset: str | None = None,
-                model: str | None = None, device: str | None = None) -> ExperimentConfig:
-    """The named profile with ``section.field=value`` overrides (checked against each field's
-    type), then the data set, architecture and device when given. Raises ``ValueError`` (a
-    :class:`UsageError` or the configuration's own) on any bad name or value."""
+                model: str | None = None, device: str | None = None,
+                threads: int | None = None) -> ExperimentConfig:
+    """The named profile with ``section.field=value`` overrides (each parsed and checked against
+    its field's type by :func:`ddm.config.parse_assignments`), then the data set, architecture,
+    device and thread count when given. Raises ``ValueError`` (a :class:`UsageError` or the
+    configuration's own) on any bad name or value."""
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    base = get_profile(profile)
-    parsed = parse_assignments(assignments)
-    for key, value in (("data.name", dataset), ("model.arch", model), ("device", device)):
+    overrides = parse_assignments(assignments)
+    for key, value in (("data.name", dataset), ("model.arch", model), ("device", device), ("threads", threads)):
         if value is not None:
-            parsed[key] = (value, value)
-    overrides = {key: coerce_value(key, value, raw, _field_type(base, key)) for key, (value, raw) in parsed.items()}
-    config = get_profile(profile, **overrides)   # raises ValueError on an unknown section/field
+            overrides[key] = check_override(key, value)
+    config = get_profile(profile, **overrides)
     _check_device(config.device)
     return config
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
     """:func:`make_config` from the parsed command line."""
-    return make_config(args.profile, args.set or [], args.dataset, args.model, args.device)
+    return make_config(args.profile, args.set or [], args.dataset, args.model, args.device, args.threads)
 
 
 def _check_device(device: str) -> None:
@@ -173,8 +108,9 @@ def _common_options() -> argparse.ArgumentParser:
     group.add_argument("--cache-root", help="artifact store (default $DDM_CACHE, else ./.cache)")
     group.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", default=[],
                        help="override one configuration field (repeatable), e.g. --set train.epochs=3")
-    group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; on a small, "
-                       "loaded CPU 1 is often much faster than 2)")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="torch CPU threads (sets the configuration's threads; default: the profile's, "
+                       "0 = torch's choice; on a small, loaded CPU 1 is often much faster than 2)")
     group.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return common
 
@@ -195,8 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn = sub.add_parser("unlearn", parents=[common], help="exact leave-one-cluster-out retraining")
     unlearn.add_argument("--clusters", help="comma-separated cluster ids (default: all K)")
     unlearn.add_argument("--order-seed", type=int, help="data-order seed of the retrains (default train.order_seed)")
+    unlearn.add_argument("--output", type=Path, help="write every removal's numbers as JSON to this file")
     evaluate = sub.add_parser("evaluate", parents=[common],
-                              help="target accuracy, K, and DDM's leave-one-out Spearman vs exact retraining")
+                              help="target accuracy, K, and DDM's leave-one-out Spearman vs exact retraining",
+                              description="DDM's leave-one-cluster-out effects against exact retraining of "
+                              "every cluster (ddm.evaluation, as in the chapters), beside random choice and the "
+                              "noise floor: the same retrains under each eval.noise_seeds data order (twice "
+                              "the retrains; --set eval.noise_seeds=[] skips it).")
     evaluate.add_argument("--output", type=Path, help="write the summary as JSON to this file")
     profiles = sub.add_parser("profiles", help="print the named profiles")
     profiles.add_argument("names", nargs="*", help="print these profiles in full (default: a summary of all)")
@@ -295,39 +236,31 @@ def cmd_distill(args, config) -> int:
     return EXIT_OK
 
 
-def _attribution(experiment, points: torch.Tensor):
-    """Perturbed outputs on the test points and the fitted W (K, N, L): leave-one-out masks, or
-    Eq. 8 on random masks when ``online.n_perturbations`` > 0."""
-    from ddm.attribution import fit_attribution_matrix, leave_one_out_attribution
+def _perturbation_masks(K: int, online) -> tuple[torch.Tensor, str]:
+    """The keep-masks DDM's W is fitted on (Eq. 8): the unperturbed model and the K leave-one-out
+    masks (then W_k is exactly y(all) - y(without k)), or random masks when
+    ``online.n_perturbations`` > 0 (at least K + 1 of them, as the chapters fit W)."""
     from ddm.online import leave_one_out_masks, random_masks
 
-    config = experiment.config
-    clustering = experiment.clusters()
-    synset = experiment.synset()
-    K = clustering.num_clusters
-    images = experiment.test.images[points]
-    base = experiment.target_logits(images)                                        # (N, L)
-    if config.online.n_perturbations > 0:
-        masks = random_masks(K, config.online.n_perturbations, config.online.delete_fraction, config.online.seed)
-        outputs = experiment.perturbed_outputs(synset, masks, images)             # (P, N, L)
-        W, _ = fit_attribution_matrix(masks, outputs.reshape(len(masks), -1))
-        W = W.reshape(K, *base.shape)
-        how = f"Eq. 8 on {len(masks)} random masks"
-    else:
-        outputs = experiment.perturbed_outputs(synset, leave_one_out_masks(K), images)
-        W = leave_one_out_attribution(base, outputs)
-        how = f"{K} leave-one-out masks"
-    return clustering, base, W, how
+    if online.n_perturbations > 0:
+        count = max(K + 1, online.n_perturbations)
+        return random_masks(K, count, online.delete_fraction, online.seed), f"Eq. 8 on {count} random masks"
+    masks = torch.cat([torch.ones(1, K, dtype=torch.bool), leave_one_out_masks(K)])
+    return masks, f"Eq. 8 on the {K} leave-one-out masks"
 
 
 def cmd_attribute(args, config) -> int:
     from ddm.attribution import margin_direction, margin_effects
+    from ddm.evaluation import fit_attribution
 
     experiment = _experiment(args, config)
     points = experiment.test_point_indices()
-    labels = experiment.test.labels[points]
+    images, labels = experiment.test.images[points], experiment.test.labels[points]
     start = time.perf_counter()
-    clustering, base, W, how = _attribution(experiment, points)
+    clustering, synset = experiment.clusters(), experiment.synset()
+    masks, how = _perturbation_masks(clustering.num_clusters, config.online)
+    W, _ = fit_attribution(experiment, synset, images, masks)                      # (K, N, L)
+    base = experiment.target_logits(images)                                        # (N, L)
     effects = margin_effects(W, margin_direction(base, labels))                    # (N, K)
     print(f"attribution ({how}, {len(points)} test points): {time.perf_counter() - start:.1f} s "
           "(includes distillation when not cached)")
@@ -340,8 +273,8 @@ def cmd_attribute(args, config) -> int:
         picks = ", ".join(f"#{k} (class {int(clustering.cluster_class[k])}) {float(effects[row, k]):+.3f}"
                           for k in order)
         print(f"  test {point:5d} label {label} predicted {int(base[row].argmax())}: {picks}")
-        records.append({"test_index": point, "label": label, "top_clusters": order,
-                        "effects": effects[row].tolist()})
+        records.append({"test_index": point, "label": label, "predicted": int(base[row].argmax()),
+                        "top_clusters": order, "effects": effects[row].tolist()})
     if args.output:
         _write_json(args.output, {"config": config.to_dict(), "method": how, "points": records})
     return EXIT_OK
@@ -362,7 +295,8 @@ def _parse_clusters(text: str | None, K: int) -> list[int]:
 
 def cmd_unlearn(args, config) -> int:
     from ddm.attribution import margin_direction
-    from ddm.metrics import margins
+    from ddm.evaluation import GroundTruth, measure_effect_scale
+    from ddm.metrics import output_distance
     from ddm.training import accuracy
 
     experiment = _experiment(args, config)
@@ -373,61 +307,98 @@ def cmd_unlearn(args, config) -> int:
                                                             order_seed=args.order_seed))   # (R, N_test, L)
     test = experiment.test
     base = experiment.target_logits(test.images)
+    # The evaluation's ground truth over the whole test split, for the removed clusters only.
+    truth = GroundTruth(torch.arange(len(test)), test.labels, base, margin_direction(base, test.labels),
+                        logits, {}, {})
+    change = np.abs(truth.exact_effects())                                          # (N_test, R)
+    distance = output_distance(logits, base[None])                                  # (R,): Dist1 over the test set
     accs = [accuracy(l, test.labels) for l in logits]
-    d = margin_direction(base, test.labels)
-    change = (margins(base, d)[None] - margins(logits, d[None])).abs().mean(1)      # (R,)
-    print(f"target test accuracy {accuracy(base, test.labels):.4f}; retrained: min {min(accs):.4f} / "
+    target_acc = accuracy(base, test.labels)
+    print(f"target test accuracy {target_acc:.4f}; retrained: min {min(accs):.4f} / "
           f"mean {float(np.mean(accs)):.4f} / max {max(accs):.4f}")
-    print(f"mean |margin change| over the test set per removal: min {float(change.min()):.3f} / "
-          f"mean {float(change.mean()):.3f} / max {float(change.max()):.3f}")
+    print(f"mean |margin change| over the test set per removal: min {float(change.mean(0).min()):.3f} / "
+          f"mean {float(change.mean()):.3f} / max {float(change.mean(0).max()):.3f}; "
+          f"predictions flipped {measure_effect_scale(truth).flipped_pct:.2f}%")
+    if args.output:
+        rows = [{"cluster": k, "class": int(clustering.cluster_class[k]), "size": int(clustering.sizes()[k]),
+                 "test_accuracy": acc, "mean_abs_margin_change": float(change[:, i].mean()),
+                 "dist1_x100": float(100 * distance[i])}
+                for i, (k, acc) in enumerate(zip(ids, accs))]
+        _write_json(args.output, {"config": config.to_dict(), "target_accuracy": target_acc,
+                                  "order_seed": config.train.order_seed if args.order_seed is None else args.order_seed,
+                                  "removals": rows})
     return EXIT_OK
 
 
+DDM = "ddm"
+
+
 def cmd_evaluate(args, config) -> int:
-    from ddm.attribution import margin_direction, margin_effects
-    from ddm.metrics import bootstrap_ci, dist1, margins, rowwise_spearman, top1_agreement
+    from ddm import baselines
+    from ddm.attribution import margin_effects
+    from ddm.evaluation import (EXACT, NOISE_FLOOR, RANDOM, best_dist1_x100, calibration, comparison_table,
+                                ddm_effects, fit_attribution, leave_one_out_ground_truth, score_methods)
     from ddm.training import accuracy
 
     experiment = _experiment(args, config)
     test = experiment.test
     target_acc = accuracy(experiment.target_logits(test.images), test.labels)
-    points = experiment.test_point_indices()
-    labels = test.labels[points]
-    clustering, base, W, how = _attribution(experiment, points)
+    clustering, synset = experiment.clusters(), experiment.synset()
     K = clustering.num_clusters
-    d = margin_direction(base, labels)
-    ddm_effects = margin_effects(W, d).numpy()                                      # (N, K)
-    exact = experiment.exact_retrain_logits([(k,) for k in range(K)], clustering)[:, points]   # (K, N, L)
-    exact_effects = (margins(base, d)[None] - margins(exact, d[None])).T.numpy()    # (N, K)
-    rho = rowwise_spearman(ddm_effects, exact_effects)
-    low, high = bootstrap_ci(rho, seed=config.eval.seed)
-    top1 = top1_agreement(ddm_effects, exact_effects)
-    d1 = dist1(exact, base[None]).T.numpy()                                         # (N, K): Dist1 of every pick
-    picked = d1[np.arange(len(points)), ddm_effects.argmax(1)]
-    scale = float(np.abs(ddm_effects).mean() / max(np.abs(exact_effects).mean(), 1e-12))
+    truth = _timed(f"exact retraining of the {K} leave-one-cluster-out models and the noise floor (or load)",
+                   lambda: leave_one_out_ground_truth(experiment, clustering))
+    if config.online.n_perturbations > 0:
+        masks, how = _perturbation_masks(K, config.online)
+        W, _ = fit_attribution(experiment, synset, test.images[truth.test_index], masks)
+        effects = margin_effects(W, truth.directions).numpy()                      # (N, K)
+    else:
+        effects, _ = ddm_effects(experiment, synset, truth)                         # (N, K)
+        how = f"the {K} leave-one-out fine-tunes"
+    random_pick = baselines.random_effects(len(truth.test_index), K, config.eval.seed)   # evaluation.RANDOM
+    labels = {DDM: f"DDM ({how})"}
+    scores = score_methods({DDM: effects, RANDOM: random_pick}, truth)
+    ddm = scores[DDM]
+    noise = scores.get(NOISE_FLOOR)
     summary = {
-        "target_accuracy": target_acc, "K": K, "test_points": len(points), "attribution": how,
-        "spearman_mean": float(np.nanmean(rho)), "spearman_ci95": [low, high],
-        "top1_agreement": top1, "random_top1": 1.0 / K,
-        "dist1_x100_ddm": float(100 * picked.mean()), "dist1_x100_random": float(100 * d1.mean()),
-        "dist1_x100_best": float(100 * d1.max(1).mean()),
-        "effect_scale_ddm_over_exact": scale,
+        "target_accuracy": target_acc, "K": K, "test_points": len(truth.test_index), "attribution": how,
+        "spearman_mean": ddm.spearman, "spearman_ci95": list(ddm.interval),
+        "top1_agreement": ddm.top1, "random_top1": 1.0 / K,
+        "noise_floor_spearman": None if noise is None else noise.spearman,
+        "dist1_x100_ddm": ddm.dist1_x100, "dist1_x100_random": scores[RANDOM].dist1_x100,
+        "dist1_x100_best": best_dist1_x100(truth),
+        "effect_scale_ddm_over_exact": calibration(effects, truth),
+        "methods": {key: dataclasses.asdict(value) for key, value in scores.items()},
     }
-    print(f"target test accuracy {target_acc:.4f}; K = {K}; {len(points)} test points; attribution by {how}")
-    print(f"leave-one-out Spearman, DDM vs exact retraining: {summary['spearman_mean']:+.3f} "
-          f"(95% CI {low:+.3f} .. {high:+.3f})")
-    print(f"top-1 agreement {top1:.2f} (random {1 / K:.2f}); Dist1 x100 of the picked cluster "
-          f"{summary['dist1_x100_ddm']:.3f} (random {summary['dist1_x100_random']:.3f}, "
-          f"best {summary['dist1_x100_best']:.3f})")
-    print(f"mean |DDM effect| / mean |exact effect| = {scale:.2f} (1 = calibrated)")
+    print(f"target test accuracy {target_acc:.4f}; K = {K}; {summary['test_points']} test points; "
+          f"DDM attribution by {how}")
+    print(comparison_table({DDM: effects, RANDOM: random_pick}, truth, labels).to_string(float_format=lambda v: f"{v:.3f}"))
+    low, high = ddm.interval
+    print(f"leave-one-out Spearman, DDM vs exact retraining: {ddm.spearman:+.3f} (95% interval {low:+.3f} .. "
+          f"{high:+.3f}); exact retraining against itself in another data order: "
+          + ("not measured (eval.noise_seeds is empty)" if noise is None else f"{noise.spearman:+.3f}"))
+    print(f"top-1 agreement {ddm.top1:.2f} (random {1 / K:.2f}); Dist1 x100 of the located cluster "
+          f"{ddm.dist1_x100:.3f} (random {summary['dist1_x100_random']:.3f}, "
+          f"best possible {summary['dist1_x100_best']:.3f}, exact's own pick {scores[EXACT].dist1_x100:.3f})")
+    print(f"mean |DDM effect| / mean |exact effect| = {summary['effect_scale_ddm_over_exact']:.2f} (1 = calibrated)")
     if args.output:
         _write_json(args.output, {"config": config.to_dict(), "summary": summary})
     return EXIT_OK
 
 
+def _jsonable(value: Any) -> Any:
+    """Plain JSON: NaN (an undefined correlation) as null, tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
+    """``--output``: the JSON written atomically (the store's one write helper), never half a file."""
+    atomic_write_text(json.dumps(_jsonable(data), indent=2, default=str, allow_nan=False) + "\n", path)
     print(f"wrote {path}")
 
 
@@ -449,10 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stage == "profiles":
             return cmd_profiles(args)
         config = build_config(args)
-        if args.threads is not None:
-            if args.threads < 1:
-                raise UsageError(f"--threads must be >= 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
         return COMMANDS[args.stage](args, config)
     except ValueError as error:   # UsageError, DataError, ModelError, ClusteringError, bad overrides
         print(f"python -m ddm {args.stage}: error: {error}", file=sys.stderr)

@@ -14,10 +14,13 @@ This is the only module that reads environment variables (``DDM_DATA_ROOT``).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,29 +132,150 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+TOP_LEVEL_FIELDS = ("device", "profile", "threads")
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _field(key: str) -> dataclasses.Field:
+    """The dataclass field an override ``section.field`` (or a top-level name) refers to; a
+    ``ValueError`` naming the valid choices when there is none."""
+    config = ExperimentConfig()
+    if "." not in key:
+        if key not in TOP_LEVEL_FIELDS:
+            raise ValueError(f"unknown top-level override {key!r}; {_suggest(key, TOP_LEVEL_FIELDS)}"
+                             f"use section.field (e.g. train.epochs) or one of {list(TOP_LEVEL_FIELDS)}")
+        return next(f for f in dataclasses.fields(config) if f.name == key)
+    section, name = key.split(".", 1)
+    sections = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+    if section not in sections:
+        raise ValueError(f"unknown configuration section {section!r} in override {key!r}; "
+                         f"{_suggest(section, sections)}sections are {sections}")
+    fields = {f.name: f for f in dataclasses.fields(getattr(config, section))}
+    if name not in fields:
+        raise ValueError(f"unknown field {name!r} in section {section!r}; {_suggest(name, fields)}"
+                         f"fields are {list(fields)} ('python -m ddm profiles quick' prints every field)")
+    return fields[name]
+
+
+def check_threads(threads: Any) -> int:
+    """``threads`` must be an integer >= 0 (0 keeps torch's own choice)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (the torch CPU threads; 0 keeps torch's default), "
+                         f"got {threads!r}")
+    return threads
+
+
 def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Replace fields named ``section.field`` (or top-level ``device``/``profile``)."""
+    """Replace fields named ``section.field`` (or top-level ``device``/``profile``/``threads``).
+    The values are used as given; :func:`apply_text_overrides` parses and type-checks text."""
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for key, value in overrides.items():
         if value is None and "." not in key:
             continue
+        _field(key)   # raises on an unknown section or field
         if "." in key:
             section, name = key.split(".", 1)
-            if not hasattr(config, section) or not dataclasses.is_dataclass(getattr(config, section)):
-                raise ValueError(f"unknown configuration section {section!r} in override {key!r}; "
-                                 f"sections are {[f.name for f in dataclasses.fields(config) if f.name not in ('profile', 'device')]}")
-            sub = getattr(config, section)
-            if name not in {f.name for f in dataclasses.fields(sub)}:
-                raise ValueError(f"unknown field {name!r} in section {section!r}; "
-                                 f"fields are {[f.name for f in dataclasses.fields(sub)]}")
             sections.setdefault(section, {})[name] = value
         else:
-            if key not in ("device", "profile", "threads"):
-                raise ValueError(f"unknown top-level override {key!r}; use section.field, e.g. train.epochs")
-            top[key] = value
+            top[key] = check_threads(value) if key == "threads" else value
     replaced = {s: dataclasses.replace(getattr(config, s), **v) for s, v in sections.items()}
     return dataclasses.replace(config, **replaced, **top)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides given as text (the command line's --set section.field=value, the benchmarks)
+# ---------------------------------------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """An override's text: JSON first (``3``, ``0.1``, ``true``, ``null``, ``[1, 2]``), then a
+    Python literal (``True``, ``None``, ``(1, 2)``), else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def field_type(key: str) -> str:
+    """The annotation of ``section.field`` (or a top-level field) as text, e.g. ``'int | None'``;
+    a ``ValueError`` naming the valid fields when the key is unknown."""
+    annotation = _field(key).type
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+
+
+def coerce_value(key: str, value: Any, raw: str, type_text: str) -> Any:
+    """Check a parsed override against the field's annotation ``type_text``; convert where it is
+    safe (an int for a float, a list for a tuple, the raw text for a string)."""
+    optional = "None" in type_text
+    base = type_text.replace("| None", "").replace("None |", "").strip()
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{key} cannot be None (it is {base})")
+    if base == "str":
+        return value if isinstance(value, str) else raw
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} expects true or false, got {raw!r}")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} expects an integer, got {raw!r}")
+    if base == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{key} expects a number, got {raw!r}")
+    if base.startswith("tuple"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if "int" in base and not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise ValueError(f"{key} expects integers, e.g. {key}=[1,2], got {raw!r}")
+        return tuple(items)
+    return value
+
+
+def check_override(key: str, value: Any, raw: str | None = None) -> Any:
+    """A Python value for field ``key``, checked against the field's type (and ``threads`` >= 0)."""
+    checked = coerce_value(key, value, str(value) if raw is None else raw, field_type(key))
+    return check_threads(checked) if key == "threads" else checked
+
+
+def parse_override(key: str, text: str) -> Any:
+    """The typed value of ``section.field=text``: ``parse_override("train.epochs", "3") == 3``.
+    Raises ``ValueError`` for an unknown field or a value of the wrong type, naming the fix."""
+    text = text.strip()
+    return check_override(key.strip(), parse_value(text), text)
+
+
+def split_assignment(item: str) -> tuple[str, str]:
+    """``"train.epochs=3"`` -> ``("train.epochs", "3")``."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"an override is section.field=value (e.g. --set train.epochs=3), got {item!r}")
+    return key.strip(), raw.strip()
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "data.name=mnist"]`` -> ``{"train.epochs": 3, "data.name": "mnist"}``,
+    every value type-checked (:func:`parse_override`); a later item wins over an earlier one."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, raw = split_assignment(item)
+        out[key] = parse_override(key, raw)
+    return out
+
+
+def apply_text_overrides(config: ExperimentConfig, items: Iterable[str]) -> ExperimentConfig:
+    """``config`` with ``section.field=value`` overrides given as text, each type-checked."""
+    return apply_overrides(config, parse_assignments(items))
 
 
 def _profile_quick() -> ExperimentConfig:

@@ -36,30 +36,17 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import functional as TF
 
+from ddm import datasets as registry
+
 __all__ = ["DATASETS", "DataError", "ImageData", "balanced_subset_indices", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "test")
-DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar10-jpeg", "cifar100", "tiny-imagenet")
-FOLDER_PREFIX = "folder:"
+DATASETS: tuple[str, ...] = registry.NAMES
+FOLDER_PREFIX = registry.FOLDER_PREFIX
 
-# Per-channel statistics on [0, 1] pixel values, each computed on the training split.
-# digits: the train split defined by _digits_split below (1,347 images, values / 16); computed once
-#   with ``x = load_digits().images[train] / 16; x.mean(), x.std()`` -> 0.30522, 0.37601.
-_DIGITS_MEAN, _DIGITS_STD = (0.3052,), (0.3760,)
-# MNIST: the usual published values (the shared README confirms them on the exact files).
-_MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
-# CIFAR-10 / CIFAR-100: per-pixel mean and standard deviation of the official train splits. (Some
-# dataset-distillation code uses std (0.2023, 0.1994, 0.2010) for CIFAR-10, which is not the
-# per-pixel std; the choice only rescales the inputs.)
-_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-_CIFAR100_MEAN, _CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-# Tiny ImageNet: the values used by the dataset-distillation literature (DC/DSA/MTT).
-_TINY_MEAN, _TINY_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
-# folder:PATH: 0.5 maps [0, 1] to [-1, 1]. It needs no pass over the user's data and does not depend
-# on which subset was drawn, so the same file always becomes the same tensor.
-_FOLDER_MEAN, _FOLDER_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+# Normalisation, labels and loader kinds come from the registry (ddm.datasets).
 
 _ROOT_FIX = "set DDM_DATA_ROOT / the data_root parameter to a folder containing {layout}"
 
@@ -194,34 +181,41 @@ def load_dataset(
 
     if not isinstance(name, str):
         raise DataError(f"data set name must be a string such as 'digits' or 'folder:PATH', got {name!r}")
-    if name.startswith(FOLDER_PREFIX):
+    try:
+        entry = registry.spec(name)
+    except registry.UnknownDataset as error:
+        raise DataError(str(error)) from None
+    if entry.loader == "image-folder" and name.startswith(FOLDER_PREFIX):
         text = name[len(FOLDER_PREFIX):].strip()
         if not text:
             raise DataError("folder: needs a path, e.g. name='folder:/data/my_images' with my_images/{train,test}/<class>/")
         path = Path(text).expanduser()
-        return _load_folder(name, split, _folder_split_dir(path, split), _FOLDER_MEAN, _FOLDER_STD,
+        return _load_folder(name, split, _folder_split_dir(path, split), entry.mean, entry.std,
                             per_class, seed, image_size)
-    if name == "digits":
+    if entry.loader == "sklearn-digits":
         return _load_digits(split, per_class, seed, image_size)
-    if name in ("mnist", "cifar10", "cifar100"):
+    if entry.loader == "torchvision":
         return _load_torchvision(name, split, root, per_class, seed, download, image_size)
-    if name == "cifar10-jpeg":
-        directory = root / "cifar10-jpeg" / split
+    if entry.loader == "image-folder":
+        directory = root / entry.subfolder / split
         if not directory.is_dir():
             raise DataError(
-                f"CIFAR-10 JPEG copy not found: expected the ImageFolder {directory}/<class>/*.jpg. "
+                f"{entry.label} not found: expected the ImageFolder {directory}/<class>/*.jpg. "
                 "torchvision cannot download this copy; "
-                + _ROOT_FIX.format(layout="cifar10-jpeg/{train,test}/<class>/")
+                + _ROOT_FIX.format(layout=f"{entry.subfolder}/{{train,test}}/<class>/")
                 + ", or use name='cifar10' with download=True for the official files"
             )
-        return _load_folder(name, split, directory, _CIFAR10_MEAN, _CIFAR10_STD, per_class, seed, image_size)
-    if name == "tiny-imagenet":
-        return _load_folder(name, split, _tiny_imagenet_dir(root, split), _TINY_MEAN, _TINY_STD,
+        return _load_folder(name, split, directory, entry.mean, entry.std, per_class, seed, image_size)
+    if entry.loader == "tiny-imagenet":
+        return _load_folder(name, split, _tiny_imagenet_dir(root, split), entry.mean, entry.std,
                             per_class, seed, image_size)
-    raise DataError(
-        f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or 'folder:PATH' for an "
-        "ImageFolder layout PATH/{train,test}/<class>/"
-    )
+    raise DataError(f"data set {name!r} has loader kind {entry.loader!r}, which ddm.data does not know; "
+                    "add its branch to load_dataset")
+
+
+def _stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    entry = registry.spec(name)
+    return entry.mean, entry.std
 
 
 # --- built-in sets ---------------------------------------------------------------------------
@@ -248,7 +242,7 @@ def _load_digits(split: str, per_class: int | None, seed: int, image_size: int |
     chosen = _subset(labels, per_class, seed, tuple(str(d) for d in range(10)), "digits")
     images = torch.from_numpy(pixels[chosen]).unsqueeze(1)  # shape: (n, 1, 8, 8)
     return _finish("digits", split, images, labels[chosen], chosen, tuple(str(d) for d in range(10)),
-                   _DIGITS_MEAN, _DIGITS_STD, image_size)
+                   *_stats('digits'), image_size)
 
 
 _TORCHVISION_LAYOUT = {
@@ -286,8 +280,7 @@ def _load_torchvision(name: str, split: str, root: Path, per_class: int | None, 
     labels = np.asarray(dataset.targets, dtype=np.int64)
     chosen = _subset(labels, per_class, seed, classes, name)
     images = torch.from_numpy(np.ascontiguousarray(pixels[chosen])).float().div_(255.0)
-    mean, std = {"mnist": (_MNIST_MEAN, _MNIST_STD), "cifar10": (_CIFAR10_MEAN, _CIFAR10_STD),
-                 "cifar100": (_CIFAR100_MEAN, _CIFAR100_STD)}[name]
+    mean, std = _stats(name)
     return _finish(name, split, images, labels[chosen], chosen, classes, mean, std, image_size)
 
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from ddm import clustering as clustering_mod
 from ddm.clustering import Clustering
-from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig, config_hash,
-                        resolve_cache_root, resolve_data_root)
+from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig, check_threads,
+                        config_hash, resolve_cache_root, resolve_data_root)
 from ddm.data import ImageData, load_dataset
 from ddm.matching import Synset, distill_synset
 from ddm.models import build_model, penultimate_features
@@ -59,7 +59,10 @@ class Experiment:
     @classmethod
     def create(cls, config: ExperimentConfig, data_root=None, cache_root=None, progress: bool = True,
                download: bool = False) -> "Experiment":
-        if config.threads:
+        """Load the configured data and open the store. ``config.threads`` is the one thread
+        setting of a run (the command line's ``--threads`` and the benchmarks' set it there): it
+        is applied to torch here, process-wide; 0 leaves torch's own choice."""
+        if check_threads(config.threads):
             # On a small shared CPU one thread is often faster than two, and a fixed count keeps
             # retrains bit-identical to the target (float sums depend on the thread split).
             torch.set_num_threads(config.threads)

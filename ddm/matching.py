@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from ddm.clustering import Clustering
 from ddm.config import DistillConfig
-from ddm.store import StoreError, atomic_torch_save
-from ddm.training import Params, Trajectory
+from ddm.store import load_checkpoint, save_checkpoint
+from ddm.training import Params, Trajectory, soft_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,6 @@ def get_distance(name: str):
 # --------------------------------------------------------------------------------------------
 # Losses and gradients
 # --------------------------------------------------------------------------------------------
-def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against the soft label softmax(target_logits), averaged over the batch."""
-    return -(F.softmax(target_logits, -1) * F.log_softmax(logits, -1)).sum(-1).mean()
-
-
 def synset_loss(model: nn.Module, params: Params, images: torch.Tensor, labels: torch.Tensor,
                 label_logits: torch.Tensor | None) -> torch.Tensor:
     """L(theta, S): hard-label cross-entropy, or soft-label cross-entropy with our extension."""
@@ -233,9 +228,10 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
                    device: str = "cpu") -> Synset:
     """Algorithm 1 (offline stage): distil one synthetic set per cluster.
 
-    ``checkpoint_path`` makes the run resumable: the state is saved atomically every
+    ``checkpoint_path`` makes the run resumable: the state is saved every
     ``config.checkpoint_every`` steps and picked up again by a later call with the same
-    configuration. ``stop_after`` ends the loop early (used to test resumption).
+    configuration (the file I/O is the store's :func:`~ddm.store.save_checkpoint` and
+    :func:`~ddm.store.load_checkpoint`). ``stop_after`` ends the loop early (used to test resumption).
     """
     reverse = config.method == "reverse"
     pairs = checkpoint_pairs(trajectory.epochs, config.method, config.pairing, config.step_length)
@@ -256,12 +252,8 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[float] = []
     start = 0
-    if checkpoint_path is not None and checkpoint_path.exists():
-        try:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a truncated zip raises several types
-            raise StoreError(f"distillation checkpoint {checkpoint_path} is corrupt or truncated ({error}); "
-                             f"remove it (rm {checkpoint_path}) to restart the distillation") from error
+    state = load_checkpoint(checkpoint_path, "distillation")   # None when there is none
+    if state is not None:
         with torch.no_grad():
             syn.copy_(state["syn"])
             if label_logits is not None:
@@ -301,11 +293,11 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
         history.append(float(objective.detach()) / K)
         done = step + 1
         if checkpoint_path is not None and (done % config.checkpoint_every == 0 or done == end):
-            atomic_torch_save({"syn": syn.detach().cpu(), "step": done, "history": history,
-                               "label_logits": None if label_logits is None else label_logits.detach().cpu(),
-                               "optimiser": optimiser.state_dict(),
-                               "label_optimiser": None if label_optimiser is None else label_optimiser.state_dict(),
-                               "generator": generator.get_state()}, checkpoint_path)
+            save_checkpoint({"syn": syn.detach().cpu(), "step": done, "history": history,
+                             "label_logits": None if label_logits is None else label_logits.detach().cpu(),
+                             "optimiser": optimiser.state_dict(),
+                             "label_optimiser": None if label_optimiser is None else label_optimiser.state_dict(),
+                             "generator": generator.get_state()}, checkpoint_path)
     cosines = mean_layer_cosines(model, trajectory, images, labels, clustering, syn.detach(), syn_labels,
                                  None if label_logits is None else label_logits.detach(), pairs, reverse)
     return Synset(images=syn.detach().cpu(), labels=syn_labels.cpu(), cluster=cluster_of,

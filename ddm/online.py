@@ -17,13 +17,13 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from tqdm import tqdm
 
-from ddm.training import Params
+from ddm.training import Params, soft_cross_entropy
 
 
 def _per_image_loss(logits: torch.Tensor, labels: torch.Tensor, label_logits: torch.Tensor | None) -> torch.Tensor:
     if label_logits is None:
         return F.cross_entropy(logits, labels, reduction="none")
-    return -(F.softmax(label_logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+    return soft_cross_entropy(logits, label_logits, reduction="none")
 
 
 def deleted_synset_indices(keep_mask: torch.Tensor, synset_cluster: torch.Tensor) -> torch.Tensor:

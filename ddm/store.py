@@ -30,25 +30,52 @@ def _canonical(config: Any) -> Any:
     return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename into place."""
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """The one way the package writes a file: ``write`` fills a temporary file in the same folder,
+    which is then renamed into place, so an interrupted run never leaves half a file behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
 def atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """A text file through :func:`atomic_write` (flushed to disk before the rename)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    atomic_write(path, write)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """A resumable stage's partial state (e.g. the distillation's synset, optimiser and random
+    generator every ``distill.checkpoint_every`` steps), written atomically."""
+    atomic_torch_save(state, Path(path))
+
+
+def load_checkpoint(path: Path | None, stage: str = "distillation") -> dict[str, Any] | None:
+    """The partial state saved at ``path`` by :func:`save_checkpoint`, or None when there is none.
+    A truncated or corrupt file is never half-read: :class:`StoreError` names the file and the fix."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated zip raises several types
+        raise StoreError(f"{stage} checkpoint {path} is corrupt or truncated ({error}); "
+                         f"remove it (rm {path}) to restart the {stage}") from error
 
 
 class ArtifactStore:

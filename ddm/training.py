@@ -167,5 +167,18 @@ def predict_logits(model: nn.Module, params: Params, images: torch.Tensor,
     return torch.cat(out)
 
 
+def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    r"""Cross-entropy against the soft label :math:`\mathrm{softmax}(z)` of ``target_logits`` z:
+    :math:`-\sum_l \mathrm{softmax}(z)_l \log \mathrm{softmax}(\mathrm{logits})_l` per image,
+    averaged over the batch (``reduction="mean"``) or not (``"none"``). The one copy the synset's
+    loss (matching) and the fine-tune (online) use with learnable soft labels."""
+    per_image = -(F.softmax(target_logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+    if reduction == "none":
+        return per_image
+    if reduction == "mean":
+        return per_image.mean()
+    raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())

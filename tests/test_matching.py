@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ddm.matching import (checkpoint_pairs, cluster_gradients, distill_synset, initial_synset,
                           matching_objective, synset_cluster_gradients)
+from ddm.store import load_checkpoint
 from ddm.training import set_params, train_trajectory
 
 from fixtures_core import (NUM_CLASSES, digits, random_params_like, single_thread,  # noqa: F401
@@ -30,7 +31,9 @@ def test_checkpoint_pairs_eq6_pairs_t_with_tau_minus_t() -> None:
 def test_checkpoint_pairs_alg1_pairs_t_with_t_plus_s_inside_tau() -> None:
     assert checkpoint_pairs(5, "reverse", "alg1", step_length=2) == [(0, 2), (1, 3), (2, 4)]
     assert checkpoint_pairs(5, "reverse", "alg1", step_length=4) == [(0, 4)]
-    for t, t_syn in checkpoint_pairs(10, "reverse", "alg1", step_length=3):
+    pairs = checkpoint_pairs(10, "reverse", "alg1", step_length=3)
+    assert [t for t, _ in pairs] == list(range(7))        # every t with t + 3 < 10
+    for t, t_syn in pairs:
         assert t_syn == t + 3 and t_syn < 10
 
 
@@ -94,7 +97,7 @@ def test_synset_cluster_gradients_equal_per_cluster_loop(soft: bool) -> None:
         rows = slice(k * ipc, (k + 1) * ipc)
         out = reference(images[rows])
         if soft:
-            loss = -(F.softmax(logits[rows], -1) * F.log_softmax(out, -1)).sum(-1).mean()
+            loss = F.cross_entropy(out, F.softmax(logits[rows], -1))   # torch's, probability targets
         else:
             loss = F.cross_entropy(out, labels[rows])
         grads = torch.autograd.grad(loss, list(reference.parameters()))
@@ -206,6 +209,7 @@ def test_train_trajectory_is_deterministic() -> None:
     data = digits("train", 10)
     runs = [train_trajectory(tiny_model(), tiny_trajectory().checkpoints[0], data.images, data.labels,
                              tiny_train_config(epochs=2)) for _ in range(2)]
+    assert len(runs[0].checkpoints) == len(runs[1].checkpoints) == 3
     for a, b in zip(runs[0].checkpoints, runs[1].checkpoints):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(runs[0].losses, runs[1].losses)
@@ -218,7 +222,7 @@ def test_distill_synset_resumes_exactly(tmp_path, soft: bool) -> None:
     checkpoint = tmp_path / "checkpoint.pt"
     first = _distil(config, checkpoint_path=checkpoint, stop_after=10)
     assert checkpoint.exists() and len(first.loss_history) == 10
-    assert torch.load(checkpoint, weights_only=False)["step"] == 10
+    assert load_checkpoint(checkpoint)["step"] == 10
     resumed = _distil(config, checkpoint_path=checkpoint)
     assert resumed.loss_history == pytest.approx(whole.loss_history, abs=1e-6)
     assert torch.allclose(resumed.images, whole.images, atol=1e-6)
@@ -226,4 +230,4 @@ def test_distill_synset_resumes_exactly(tmp_path, soft: bool) -> None:
     if soft:
         assert torch.equal(resumed.label_logits, whole.label_logits)
     # The last step is always saved, even off the checkpoint_every grid (16 is not a multiple of 5).
-    assert torch.load(checkpoint, weights_only=False)["step"] == 16
+    assert load_checkpoint(checkpoint)["step"] == 16

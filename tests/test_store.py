@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from ddm.store import ArtifactStore, StoreError
+from ddm.store import (ArtifactStore, StoreError, atomic_torch_save, atomic_write, atomic_write_text, load_checkpoint,
+                       save_checkpoint)
 
 CONFIG = {"train": {"lr": 0.01, "epochs": 3}, "model": {"width": 8}, "seeds": (1, 2)}
 OTHER = {"train": {"lr": 0.02, "epochs": 3}, "model": {"width": 8}, "seeds": (1, 2)}
@@ -25,7 +26,8 @@ def test_save_load_round_trip(tmp_path) -> None:
     loaded = store.load("target", CONFIG)
     assert torch.equal(loaded["weights"], obj["weights"])
     assert loaded["name"] == "x" and loaded["history"] == [1.0, 2.5]
-    assert not list(folder.glob(".tmp-*"))  # no temporary file left behind
+    # exactly the two files, no temporary file left behind (whatever it would be named)
+    assert sorted(p.name for p in folder.iterdir()) == ["artifact.pt", "config.json"]
 
 
 def test_different_configurations_get_different_folders(tmp_path) -> None:
@@ -124,3 +126,50 @@ def test_corrupt_distillation_checkpoint_is_refused(tmp_path) -> None:
     with pytest.raises(StoreError, match="corrupt or truncated.*rm "):
         distill_synset(model, trajectory, images, labels, sequence_clusters(labels, 2), 2,
                        DistillConfig(steps=2, step_length=1), checkpoint_path=checkpoint, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# The one atomic-write helper and the checkpoint file I/O
+# ------------------------------------------------------------------------------------------------
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporary(tmp_path) -> None:
+    path = tmp_path / "deep" / "er" / "out.json"
+    atomic_write_text('{"a": 1}', path)               # creates the folders
+    assert path.read_text() == '{"a": 1}'
+    atomic_write_text('{"a": 2}', path)
+    assert path.read_text() == '{"a": 2}'
+    atomic_torch_save({"w": torch.ones(3)}, tmp_path / "w.pt")
+    assert torch.equal(torch.load(tmp_path / "w.pt")["w"], torch.ones(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]
+
+
+def test_an_interrupted_atomic_write_keeps_the_old_file(tmp_path) -> None:
+    path = tmp_path / "out.txt"
+    atomic_write_text("old", path)
+
+    def half_then_fail(tmp) -> None:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]    # the temporary file is gone
+
+
+def test_checkpoint_round_trip_and_absence(tmp_path) -> None:
+    path = tmp_path / "synset" / "abc" / "checkpoint.pt"
+    assert load_checkpoint(path) is None and load_checkpoint(None) is None
+    state = {"syn": torch.randn(2, 1, 8, 8), "step": 7, "history": [0.5, 0.25]}
+    save_checkpoint(state, path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["syn"], state["syn"]) and loaded["step"] == 7 and loaded["history"] == [0.5, 0.25]
+
+
+def test_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"syn": torch.randn(50, 50)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StoreError) as info:
+        load_checkpoint(path)
+    assert f"distillation checkpoint {path} is corrupt or truncated" in str(info.value)
+    assert f"remove it (rm {path}) to restart the distillation" in str(info.value)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddm.training import (RetrainJob, epoch_orders, flatten_params, get_params, predict_logits,
-                          retrain_without, run_retrains, set_params, train_trajectory)
+                          retrain_without, run_retrains, set_params, soft_cross_entropy, train_trajectory)
 
 from fixtures_core import (digits, single_thread, tiny_clustering, tiny_model,  # noqa: F401
                            tiny_train_config, tiny_trajectory)
@@ -34,6 +35,7 @@ def test_keep_all_reproduces_the_target_bit_for_bit() -> None:
     plain = train_trajectory(tiny_model(), initial, data.images, data.labels, config, keep=None)
     kept = train_trajectory(tiny_model(), initial, data.images, data.labels, config,
                             keep=torch.ones(len(data), dtype=torch.bool))
+    assert len(plain.checkpoints) == len(kept.checkpoints) == 3
     for a, b in zip(plain.checkpoints, kept.checkpoints):
         assert _equal(a, b)
     assert torch.equal(plain.losses, kept.losses)
@@ -114,3 +116,26 @@ def test_run_retrains_in_two_processes_equals_one() -> None:
     direct = retrain_without(tiny_model(), trajectory.checkpoints[0], data.images, data.labels, config,
                              jobs[1].removed, order_seed=1)
     assert _equal(serial[1], direct)
+
+
+def test_soft_cross_entropy_equals_torch_cross_entropy_with_probability_targets() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 10, generator=generator, dtype=torch.float64, requires_grad=True)
+    target_logits = 3 * torch.randn(6, 10, generator=generator, dtype=torch.float64, requires_grad=True)
+    probabilities = F.softmax(target_logits, -1)
+    per_image = soft_cross_entropy(logits, target_logits, reduction="none")
+    torch.testing.assert_close(per_image, F.cross_entropy(logits, probabilities, reduction="none"))
+    mean = soft_cross_entropy(logits, target_logits)
+    expected = F.cross_entropy(logits, probabilities)
+    torch.testing.assert_close(mean, expected)
+    # the gradients with respect to both the logits and the soft labels agree too
+    got = torch.autograd.grad(mean, (logits, target_logits))
+    want = torch.autograd.grad(expected, (logits, target_logits))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    # a one-hot-like soft label is the hard-label cross-entropy
+    labels = torch.tensor([0, 3, 9, 1, 1, 5])
+    hard = soft_cross_entropy(logits, 1e4 * F.one_hot(labels, 10).double())
+    torch.testing.assert_close(hard, F.cross_entropy(logits, labels))
+    with pytest.raises(ValueError, match="unknown reduction 'sum'"):
+        soft_cross_entropy(logits, target_logits, reduction="sum")
