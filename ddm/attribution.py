@@ -7,7 +7,7 @@ A linear datamodel predicts a test output from the keep-mask p of the K clusters
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -71,19 +71,15 @@ def margin_effects(W: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     return torch.einsum("knl,nl->nk", W, directions)
 
 
-@dataclass(frozen=True)
-class HierarchicalResult:
-    chosen_class: torch.Tensor     # (N,) class group picked first
-    chosen_cluster: torch.Tensor   # (N,) cluster picked inside it
-    finetunes: int                 # perturbed models needed: L + C per test point group
-
-
-def hierarchical_pick(class_effects: torch.Tensor, cluster_effects_within: dict[int, torch.Tensor],
-                      cluster_ids_within: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def hierarchical_pick(class_effects: torch.Tensor, cluster_effects_within: Mapping[int, torch.Tensor],
+                      cluster_ids_within: Mapping[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Eq. 11: :math:`l^* = \arg\max_l W_l`, then :math:`c^* = \arg\max_c W_{l^*, c}`.
 
     ``class_effects`` (N, L) from the class-level synset; ``cluster_effects_within[l]`` (N, C)
     effects of the C clusters of class l and ``cluster_ids_within[l]`` their global ids.
+    Only the chosen classes' entries of ``cluster_effects_within`` are read, so a mapping that
+    computes an entry when it is first read (:func:`ddm.evaluation.hierarchical_vs_flat`) runs
+    the C fine-tunes of the chosen class and no others: L + C instead of L x C.
     """
     chosen_class = class_effects.argmax(1)
     chosen_cluster = torch.empty_like(chosen_class)

@@ -16,17 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from ddm import datasets
 from ddm.config import PROFILES, PROJECT_ROOT, ExperimentConfig, resolve_data_root
 
-# data set name -> (how the book names it, number of classes L)
-DATASETS: dict[str, tuple[str, int | None]] = {
-    "digits": ("scikit-learn digits (8x8)", 10),
-    "mnist": ("MNIST", 10),
-    "cifar10": ("CIFAR-10", 10),
-    "cifar10-jpeg": ("CIFAR-10 (JPEG copy)", 10),
-    "cifar100": ("CIFAR-100", 100),
-    "tiny-imagenet": ("Tiny ImageNet", 200),
-}
 BLANK = ""  # what an unmeasured cell shows
 ROW_KEYS = ("quantity", "this_run", "recorded", "paper", "note")
 
@@ -40,10 +32,8 @@ def _as_dict(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def dataset_label(name: str) -> str:
-    """How the book names a data set (``folder:PATH`` becomes ``image folder PATH``)."""
-    if name.startswith("folder:"):
-        return f"image folder {name.split(':', 1)[1]}"
-    return DATASETS.get(name, (name, None))[0]
+    """How the book names a data set (the registry's label; ``folder:PATH`` becomes ``image folder PATH``)."""
+    return datasets.label(name)
 
 
 def _per_class(n: int | None) -> str:
@@ -61,7 +51,10 @@ def profile_banner(config: ExperimentConfig | Mapping[str, Any], data_root: str 
     c = _as_dict(config)
     data, clusters, model = c["data"], c["clusters"], c["model"]
     name = data["name"]
-    classes = DATASETS.get(name, (None, None))[1]
+    try:
+        classes = datasets.spec(name).num_classes
+    except datasets.UnknownDataset:
+        classes = None
     per_class = clusters["clusters_per_class"]
     k = f"K = {classes} x {per_class} = {classes * per_class}" if classes else f"{per_class} per class"
     if name == "digits":
@@ -195,3 +188,64 @@ def comparison_table(
         table.append(out)
     frame = pd.DataFrame(table, columns=["quantity", *columns.values()] + (["note"] if has_note else []))
     return frame.set_index("quantity")
+
+
+# ------------------------------------------------------------------------------- notebook helpers
+class _Shown:
+    """A glued value whose text form is exactly ``text`` (a glued str would show its quotes)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def quiet_notebook() -> None:
+    """What every chapter's hidden setup cell calls: no warnings, log lines or progress bars in
+    the book's outputs (the numbers and figures are the output), and figures sized for a page."""
+    import logging
+    import warnings
+
+    import matplotlib
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
+
+
+def glue_numbers(result: Any, prefix: str = "") -> None:
+    """Glue every headline field of a chapter result under its field name (``prefix`` + name),
+    formatted as the tables show it, for ``{glue:text}`` in the chapter's prose."""
+    from myst_nb import glue
+
+    digits = result.headline_digits()
+    for name, value in result.headline_numbers().items():
+        text = format_number(value, digits[name]) or "not measured"
+        glue(prefix + name, _Shown(text), display=False)
+
+
+def glue_text(name: str, text: str) -> None:
+    """Glue a short text (a verdict sentence, a data-set label) for ``{glue:text}``."""
+    from myst_nb import glue
+
+    glue(name, _Shown(text), display=False)
+
+
+def glue_figure(name: str, fig: Any) -> None:
+    """Glue a matplotlib figure for a ``{glue:figure}`` directive with a numbered caption, and
+    close it so that it is not shown a second time without its caption."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def show_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A table as the book shows it: every number with ``digits`` significant digits, NaN blank."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if pd.api.types.is_numeric_dtype(shown[column]):
+            shown[column] = [format_number(v.item() if hasattr(v, "item") else v, digits) for v in shown[column]]
+    return shown

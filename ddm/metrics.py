@@ -30,6 +30,15 @@ def dist3(unlearned_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.
     return 1.0 / (1.0 + dist1(unlearned_logits, target_logits))
 
 
+def output_distance(a_logits: torch.Tensor, b_logits: torch.Tensor) -> torch.Tensor:
+    r"""Mean over test points of :math:`\lVert \mathrm{softmax}(a) - \mathrm{softmax}(b) \rVert_2^2`:
+    how far one model's outputs are from another's (Fig. 7's "empirical error" of unlearning).
+
+    ``a_logits`` and ``b_logits`` broadcast to (..., N, L); the result is (...,): Dist1 of Eq. 10
+    averaged over the N test points of the second-to-last axis."""
+    return dist1(a_logits, b_logits).mean(-1)
+
+
 def margins(logits: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """(…, N) true-class margins z_y - z_r along the fixed directions of the target model."""
     return (logits * directions).sum(-1)

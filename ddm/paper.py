@@ -37,7 +37,12 @@ HIERARCHICAL_SPEEDUP = {"cifar10": 5.0, "cifar100": 10.0}
 
 
 def paper_key(dataset: str) -> str | None:
-    """The paper's data set a run of ours is compared with (the JPEG copy compares with CIFAR-10,
-    with its caveat); None for data the paper never used (digits, your own folder)."""
-    return {"mnist": "mnist", "cifar10": "cifar10", "cifar10-jpeg": "cifar10", "cifar100": "cifar100",
-            "tiny-imagenet": "tiny-imagenet"}.get(dataset)
+    """The paper's data set a run of ours is compared with (the registry's ``paper_key``: the JPEG
+    copy compares with CIFAR-10, with its caveat); None for data the paper never used."""
+    from ddm import datasets
+
+    return datasets.paper_key(dataset)
+
+
+# Sec. 4.1: C = 10 clusters per class (K = 100 on MNIST and CIFAR-10, 1,000 on CIFAR-100).
+CLUSTERS_PER_CLASS = 10

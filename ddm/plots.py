@@ -60,23 +60,26 @@ def cluster_examples(images: torch.Tensor, assignment: torch.Tensor, clusters: l
     return fig
 
 
-def loss_curves(histories: dict[str, list[float]], provenance: str, ylabel: str = "matching loss per cluster"):
-    """Distillation objective over steps, one line per method (smoothed over 10 steps)."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+def loss_curves(histories: dict[str, list[float]], provenance: str,
+                ylabel: str = "matching loss per cluster\n(mean of 10 steps)"):
+    """Distillation objective over steps, one line per method (a moving mean over 10 steps)."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
     for name, history in histories.items():
         series = pd.Series(history).rolling(10, min_periods=1).mean()
         ax.plot(series.index, series.values, label=name)
     ax.set_xlabel("distillation step")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="synset", title_fontsize=8)
     ax.set_title("Gradient-matching objective during distillation")
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
 
 
-def image_rows(rows: dict[str, torch.Tensor], provenance: str, title: str, max_images: int = 12):
-    """One row of images per entry (already in [0, 1]), e.g. real initial images vs two synsets."""
+def image_rows(rows: dict[str, torch.Tensor], provenance: str, title: str, max_images: int = 12,
+               column_labels: list[str] | None = None):
+    """One row of images per entry (already in [0, 1]), e.g. real initial images vs two synsets;
+    ``column_labels`` name the columns under the last row (e.g. the cluster of each column)."""
     n = min(max_images, max(len(v) for v in rows.values()))
     fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.05), squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
@@ -86,23 +89,44 @@ def image_rows(rows: dict[str, torch.Tensor], provenance: str, title: str, max_i
             else:
                 axes[r, c].axis("off")
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    for c, text in enumerate((column_labels or [])[:n]):
+        axes[-1, c].set_xlabel(text, fontsize=7)
     fig.suptitle(title)
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
 
 
-def method_bars(table: pd.DataFrame, column: str, provenance: str, reference_rows: tuple[str, ...] = ()):
-    """Horizontal bars of one column of a comparison table; reference rows drawn in grey."""
-    data = table[column].astype(float)
-    colours = ["0.6" if name in reference_rows or name.startswith(("Random", "Noise", "Exact")) else "C0"
-               for name in data.index]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(data) + 1.2))
-    ax.barh(data.index, data.values, color=colours)
+def method_bars(values: pd.Series, provenance: str, xlabel: str, references: tuple[str, ...] = (),
+                intervals: tuple[np.ndarray, np.ndarray] | None = None, floor: float | None = None,
+                floor_label: str = "noise floor", title: str = "DDM beside its references"):
+    """Horizontal bars, one per method (``values``: method label -> number), DDM's variants in
+    colour and the ``references`` in grey, with optional (low, high) ``intervals`` as error bars
+    and a dashed vertical line at ``floor`` (the noise floor)."""
+    from matplotlib.patches import Patch
+
+    data = values.astype(float)
+    is_reference = np.array([name in references for name in data.index])
+    colours = np.where(is_reference, "0.6", "C0")
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(data) + 2.2))
+    positions = np.arange(len(data))
+    error = None
+    if intervals is not None:
+        low, high = (np.asarray(v, dtype=float) for v in intervals)
+        error = np.vstack([np.clip(data.values - low, 0, None), np.clip(high - data.values, 0, None)])
+        error = np.nan_to_num(error)
+    ax.barh(positions, data.values, color=colours, xerr=error, error_kw={"ecolor": "0.25", "lw": 1, "capsize": 2})
+    ax.set_yticks(positions, list(data.index))
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel(column)
-    ax.set_title(f"{column}: DDM beside its references")
+    handles = [Patch(color="C0", label="DDM and its variants"), Patch(color="0.6", label="references")]
+    if floor is not None and np.isfinite(floor):
+        handles.append(ax.axvline(floor, color="C3", ls="--", lw=1.2, label=floor_label))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 1.2 / fig.get_figheight() / 4),
+              ncol=len(handles) if len(handles) < 3 else 2, frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("method")
+    ax.set_title(title)
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
@@ -110,25 +134,30 @@ def method_bars(table: pd.DataFrame, column: str, provenance: str, reference_row
 
 def effect_scatter(predicted: dict[str, np.ndarray], exact: np.ndarray, provenance: str):
     """Predicted vs exact margin drops for every (test point, cluster), one panel per method."""
-    fig, axes = plt.subplots(1, len(predicted), figsize=(3.3 * len(predicted), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(predicted), figsize=(3.6 * len(predicted), 3.5), squeeze=False)
     for ax, (name, values) in zip(axes[0], predicted.items()):
         ax.scatter(exact.ravel(), np.asarray(values).ravel(), s=6, alpha=0.5)
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.axvline(0, color="0.5", lw=0.6)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("exact margin drop")
-    axes[0, 0].set_ylabel("predicted")
+        ax.set_xlabel("margin drop, exact retraining")
+    axes[0, 0].set_ylabel("predicted margin drop")
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
 
 
 def attribution_heatmap(matrix: np.ndarray, row_labels: list[str], col_labels: list[str], provenance: str,
-                        title: str, cbar_label: str = "attribution"):
+                        title: str, cbar_label: str = "attribution", xlabel: str = "cluster within the class",
+                        ylabel: str = "class of the cluster"):
     """A heat map of attribution weights, e.g. classes x clusters for one test image or a batch."""
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(col_labels) + 2), max(3, 0.35 * len(row_labels) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(col_labels) + 2.5), max(3, 0.35 * len(row_labels) + 1.6)))
     limit = float(np.abs(matrix).max()) or 1.0
     sns.heatmap(matrix, ax=ax, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit,
                 xticklabels=col_labels, yticklabels=row_labels, cbar_kws={"label": cbar_label})
-    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
@@ -136,19 +165,30 @@ def attribution_heatmap(matrix: np.ndarray, row_labels: list[str], col_labels: l
 
 def error_vs_deleted(frame: pd.DataFrame, provenance: str):
     """Output distance to the exact unlearned model against the number of deleted clusters,
-    for DDM and for leaving the target unchanged (Supp. Eq. 12-13, Fig. 7)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    sns.lineplot(data=frame, x="deleted clusters", y="distance to exact", hue="model", marker="o", ax=ax)
+    for DDM and for leaving the target unchanged (Supp. Eq. 12-13, Fig. 7), from
+    ``ddm.chapters.unlearning.deleted_rows``' long table (columns: deleted clusters, group, model,
+    distance to exact): one faint point per removal, a line through each group's mean."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    palette = sns.color_palette(n_colors=frame["model"].nunique())
+    for color, (model, rows) in zip(palette, frame.groupby("model", sort=False)):
+        ax.scatter(rows["deleted clusters"], rows["distance to exact"], s=9, alpha=0.3, color=color, lw=0)
+        means = rows.groupby("group", sort=False)[["deleted clusters", "distance to exact"]].mean()
+        ax.plot(means["deleted clusters"], means["distance to exact"], marker="o", color=color,
+                label=f"{model} (mean of a group)")
     ax.set_xscale("log")
-    ax.set_ylabel("mean ||softmax difference||^2")
-    ax.set_title("Distance to exact unlearning vs clusters deleted")
+    ax.set_yscale("log")
+    ax.set_xlabel("clusters deleted (log scale)")
+    ax.set_ylabel("squared softmax difference to the\nexact unlearned model, x100 (log)")
+    ax.legend(title="model compared with exact unlearning", fontsize=8, title_fontsize=8)
+    ax.set_title("Distance to exact unlearning against clusters deleted")
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
 
 
 def per_cluster_error(frame: pd.DataFrame, provenance: str, ddm: str, unchanged: str):
-    """Fig. 7 and its references, from ``ddm.report.unlearning_per_cluster``'s long table.
+    """Fig. 7 and its references, from the long table of ``ddm.chapters.unlearning`` (``ddm`` and
+    ``unchanged`` are the labels of DDM's and of the unchanged target's rows in its ``method`` column).
 
     Left, the paper's view: per cluster, the distance to the exact unlearned model of DDM's model
     against that of the unchanged target (below the diagonal: DDM got closer). Right, every
@@ -156,23 +196,24 @@ def per_cluster_error(frame: pd.DataFrame, provenance: str, ddm: str, unchanged:
     choice, a real-data baseline and the retraining noise floor."""
     wide = frame.pivot(index="cluster", columns="method", values="distance to exact")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1, 1.45]})
-    left.scatter(wide[unchanged], wide[ddm], s=14)
+    left.scatter(wide[unchanged], wide[ddm], s=14, label="one cluster")
     # Log axes: the errors often differ by orders of magnitude.
     values = frame["distance to exact"].to_numpy()
     positive = values[values > 0]
     low, high = (float(positive.min()) / 2, float(positive.max()) * 2) if len(positive) else (1e-6, 1.0)
     left.plot([low, high], [low, high], color="0.5", lw=1, ls="--", label="equal error")
     left.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
-             xlabel="target unchanged vs exact (log)", ylabel="DDM fine-tune vs exact (log)",
-             title="Per cluster (Fig. 7)")
-    left.legend(fontsize=8, loc="upper left")
+             xlabel="unchanged target's distance to exact, x100 (log)",
+             ylabel="DDM fine-tune's distance to exact, x100 (log)",
+             title="Per cluster (Fig. 7): below the line, DDM is closer")
+    left.legend(fontsize=8, loc="best")
     order = list(frame["method"].unique())
     sns.boxplot(data=frame, x="distance to exact", y="method", order=order, color="0.85",
                 showfliers=False, ax=right)
     sns.stripplot(data=frame, x="distance to exact", y="method", order=order, size=2.5, alpha=0.6,
                   ax=right)
     right.set(xscale="log", xlim=(low, high), ylabel="",
-              xlabel="mean ||softmax difference||^2 to the exact unlearned model (log)",
+              xlabel="squared softmax difference to the exact unlearned model, x100 (log)",
               title="Every method, one point per cluster")
     right.tick_params(axis="y", labelsize=8)
     _footer(fig, provenance)
@@ -180,34 +221,47 @@ def per_cluster_error(frame: pd.DataFrame, provenance: str, ddm: str, unchanged:
     return fig
 
 
-def harmful_removal(frame: pd.DataFrame, provenance: str, paper: dict[str, dict[float, float]] | None = None):
-    """Table 3 as a figure: held-out test accuracy after deleting the top x% of the training set
-    (harmful first) and retraining, one line per ranking. Random orders are drawn as their mean
-    with a band from the worst to the best seed; the grey band spans the target's accuracy and
-    the same training under another data order (the noise floor). The paper's MNIST rows, when
-    given, are drawn dotted."""
-    fig, ax = plt.subplots(figsize=(8.5, 4.2))
-    base = frame[frame["fraction (%)"] == 0]
-    data = frame[frame["fraction (%)"] > 0].copy()
-    random_rows = data["method"].str.startswith("random (seed")
-    data.loc[random_rows, "method"] = "random (mean; band: seeds' range)"
-    helpful = data["method"].str.contains("most helpful first")
-    sns.lineplot(data=data[~helpful], x="fraction (%)", y="test accuracy (%)", hue="method", marker="o",
-                 errorbar=("pi", 100), ax=ax)
-    sns.lineplot(data=data[helpful], x="fraction (%)", y="test accuracy (%)", hue="method", marker="v",
-                 palette=["0.35", "0.6"], linestyle="--", ax=ax)
-    accuracies = base["test accuracy (%)"].to_numpy()
-    ax.axhspan(accuracies.min(), accuracies.max(), color="0.8", alpha=0.6, lw=0,
-               label="target / another data order (noise floor)")
+def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance: str,
+                    paper: dict[str, dict[float, float]] | None = None, paper_label: str = "paper"):
+    """Table 3 as a figure: held-out test accuracy after deleting a share of the training set and
+    retraining, one line per ranking.
+
+    ``curves`` has one row per (ranking, seed, share): columns ``ranking`` (its label), ``kind``
+    ("harmful first", "random" or "most helpful first"), ``asked (%)`` and ``test accuracy (%)``.
+    Harmful-first rankings are solid lines; the random orders their mean with a band from the
+    worst to the best seed; most-helpful-first orders dotted grey. ``floor`` (target, another data
+    order) is drawn as a grey band: the noise floor. ``paper`` (our ranking's label -> share ->
+    accuracy), when given, is drawn dashed in the colour of the matching ranking."""
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    labels = list(dict.fromkeys(curves["ranking"]))
+    kinds = curves.groupby("ranking", sort=False)["kind"].first()
+    coloured = [name for name in labels if kinds[name] != "most helpful first"]
+    colours = dict(zip(coloured, sns.color_palette("tab10", len(coloured))))
+    colours.update(zip([n for n in labels if n not in colours], ["0.3", "0.6", "0.45", "0.75"]))
+    for name in labels:
+        by_share = curves[curves["ranking"] == name].groupby("asked (%)")["test accuracy (%)"]
+        shares, mean = by_share.mean().index.to_numpy(), by_share.mean().to_numpy()
+        if kinds[name] == "random":
+            ax.plot(shares, mean, marker="s", color=colours[name], label=f"{name}: mean of the seeds")
+            ax.fill_between(shares, by_share.min().to_numpy(), by_share.max().to_numpy(), color=colours[name],
+                            alpha=0.2, lw=0, label=f"{name}: range of the seeds")
+        elif kinds[name] == "most helpful first":
+            ax.plot(shares, mean, ls=":", marker="v", color=colours[name], label=name)
+        else:
+            ax.plot(shares, mean, marker="o", color=colours[name], label=name)
     for name, row in (paper or {}).items():
-        fractions = sorted(row)
-        ax.plot(fractions, [row[f] for f in fractions], ls=":", marker=".", lw=1.2, label=f"paper: {name}")
+        shares = sorted(row)
+        ax.plot(shares, [row[f] for f in shares], ls="--", marker="x", lw=1.2, color=colours.get(name, "k"),
+                label=f"{paper_label}: {name}")
+    ax.axhspan(min(floor), max(floor), color="0.8", alpha=0.6, lw=0,
+               label="nothing removed: target and another data order (noise floor)")
     ax.set_xscale("log")
-    ticks = sorted(data["fraction (%)"].unique())
+    ticks = sorted(curves["asked (%)"].unique())
     ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
-    ax.set_xlabel("share of the training set removed (harmful first), then retrained")
-    ax.set_ylabel("held-out test accuracy (%)")
-    ax.set_title("Removing harmful data (Table 3)")
+    ax.minorticks_off()
+    ax.set_xlabel("share of the training set removed before retraining (log scale)")
+    ax.set_ylabel("accuracy on held-out test images (%)")
+    ax.set_title("Accuracy after removing training data, ranking by ranking (Table 3)")
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _footer(fig, provenance)
     fig.tight_layout()

@@ -3,12 +3,13 @@
 The paper ranks training clusters by a *global* objective: the loss over a validation set of the
 model with the cluster unlearned. A cluster whose removal lowers that loss is harmful; deleting
 the most harmful x% of the training set and retraining should then raise test accuracy (Table 3:
-95.7% -> 96.2% on MNIST after removing 1%). This module holds the ranking and the selection; the
-retraining and the accuracy are measured by ``ddm.report.harmful_removal``.
+95.7% -> 96.2% on MNIST after removing 1%). This module holds the ranking and the selection.
 
 Where the paper is silent we choose, and say so in the chapter: the validation set is a seeded
 half of the test split (the accuracy is measured on the other half), and a fraction of the data
 is removed as whole clusters, the shortest prefix of the ranking that covers it.
+
+The retraining and the accuracy are measured by the chapter, ``ddm.chapters.harmful_data``.
 """
 
 from __future__ import annotations
@@ -60,3 +61,19 @@ def clusters_for_fraction(order: np.ndarray, sizes: torch.Tensor | np.ndarray, f
     covered = np.cumsum(sizes[np.asarray(order)])
     count = int(np.searchsorted(covered, fraction * sizes.sum() - 1e-9)) + 1
     return tuple(sorted(int(k) for k in np.asarray(order)[:count]))
+
+
+def removed_shares(removed: tuple[int, ...], sizes: torch.Tensor | np.ndarray,
+                   cluster_class: torch.Tensor | np.ndarray, num_classes: int) -> tuple[float, float]:
+    """What removing the clusters ``removed`` really takes away: (share of all training images,
+    largest share of any one class's images), both in [0, 1].
+
+    ``sizes`` (K,) images per cluster, ``cluster_class`` (K,) each cluster's class. The second
+    number says why accuracy can collapse: a ranking may empty one class of most of its images."""
+    sizes = np.asarray(sizes, dtype=float)
+    cluster_class = np.asarray(cluster_class, dtype=int)
+    index = np.asarray(removed, dtype=int)
+    per_class = np.bincount(cluster_class, weights=sizes, minlength=num_classes)       # (L,)
+    gone = np.bincount(cluster_class[index], weights=sizes[index], minlength=num_classes)  # (L,)
+    class_share = gone / np.maximum(per_class, 1)                                        # (L,)
+    return float(sizes[index].sum() / sizes.sum()), float(class_share.max(initial=0.0))

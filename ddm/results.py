@@ -6,13 +6,14 @@ it: the full configuration and its hash (:func:`ddm.config.config_hash`), the da
 the torch version and thread count, and the command that produced it. Records are committed;
 ``tests/test_results.py`` validates every one of them.
 
-Record layout (``schema_version`` 1)::
+Record layout (``schema_version`` 2)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "profile": "cpu",                      # also the folder name
-      "chapter": "03_online_attribution",    # also the file name
-      "numbers": {"spearman_ddm": 0.25, "mnist": {"dist1_x100": 10.2}},
+      "chapter": "03_online_attribution",    # the file name, with ".<dataset>" for another data set
+      "dataset": "mnist",                    # the data set it ran on (DataConfig.name)
+      "numbers": {"spearman_ddm": 0.25},     # the chapter Result's headline fields, by field name
       "config": {...},                       # ExperimentConfig.to_dict()
       "config_hash": "0123456789ab",         # config_hash(config)
       "date": "2026-11-30T12:00:00+00:00",   # UTC
@@ -22,8 +23,10 @@ Record layout (``schema_version`` 1)::
       "command": "papermill notebooks/03_online_attribution.ipynb ... -p record True"
     }
 
-``numbers`` maps names to ints, floats, strings or ``None`` (a quantity that could not be
-measured, never a stand-in value), or to nested dicts of those.
+``numbers`` maps the headline fields of the chapter's ``Result`` (:mod:`ddm.chapters`) to ints,
+floats, strings or ``None`` (a quantity that could not be measured, never a stand-in value).
+Schema 1 (before the chapters became typed modules) keyed numbers by label text; such records
+are refused: re-make them with ``make record``.
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ import math
 import os
 import platform
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ddm.config import PROJECT_ROOT, config_hash
+from ddm.store import atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_ROOT = PROJECT_ROOT / "results"
 # Profiles from the slowest (most trustworthy) to the fastest: the order in which a chapter looks
 # for a recorded run to show beside its live one.
@@ -52,6 +55,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "profile": str,
     "chapter": str,
+    "dataset": str,
     "numbers": dict,
     "config": dict,
     "config_hash": str,
@@ -112,6 +116,7 @@ def record_results(
     config: Mapping[str, Any] | Any,
     command: str,
     root: Path | str = RESULTS_ROOT,
+    dataset: str | None = None,
 ) -> Path:
     """Write the headline ``numbers`` of ``chapter`` at ``profile``; return the file's path.
 
@@ -129,6 +134,7 @@ def record_results(
         "schema_version": SCHEMA_VERSION,
         "profile": profile,
         "chapter": chapter,
+        "dataset": dataset or plain.get("data", {}).get("name", ""),
         "numbers": _plain_numbers(numbers),
         "config": plain,
         "config_hash": config_hash(plain),
@@ -142,19 +148,7 @@ def record_results(
     if problems:
         raise ValueError(f"refusing to record {path}: " + "; ".join(problems))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", path)
     return path
 
 

@@ -104,3 +104,18 @@ def test_hierarchical_pick_stays_inside_the_chosen_class() -> None:
     ids = {0: torch.tensor([0, 1]), 1: torch.tensor([2, 3])}
     chosen_class, chosen_cluster = hierarchical_pick(class_effects, within, ids)
     assert chosen_class.tolist() == [1] and chosen_cluster.tolist() == [3]
+
+
+def test_hierarchical_pick_on_planted_effects_with_interleaved_cluster_ids() -> None:
+    """Three test points, L = 2 classes whose clusters are interleaved (class 0: ids 0, 2, 4;
+    class 1: ids 1, 3, 5). Point 0's class level agrees with the flat top, point 1's does not
+    (the pick stays in class 0 although cluster 5 is the flat top), point 2 picks class 1."""
+    flat = torch.tensor([[0.1, 0.0, 0.9, 0.0, 0.2, 0.3],
+                         [0.4, 0.0, 0.1, 0.2, 0.3, 0.8],
+                         [0.0, 0.1, 0.0, 0.7, 0.0, 0.2]])
+    ids = {0: torch.tensor([0, 2, 4]), 1: torch.tensor([1, 3, 5])}
+    within = {l: flat[:, ids[l]] for l in ids}
+    class_effects = torch.tensor([[1.0, 0.0], [1.0, 0.5], [0.0, 1.0]])
+    chosen_class, chosen_cluster = hierarchical_pick(class_effects, within, ids)
+    assert chosen_class.tolist() == [0, 0, 1]
+    assert chosen_cluster.tolist() == [2, 0, 3]

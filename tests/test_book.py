@@ -180,8 +180,31 @@ def test_source_notebooks_are_clean_and_parametrised() -> None:
         nb = json.loads(page.path.read_text())
         params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         source = "".join(params[0]["source"])
-        for name in ("profile", "data_root", "record"):
+        for name in ("profile", "data_root", "dataset", "overrides", "record"):
             assert re.search(rf"^{name}\s*=", source, re.M), f"{page.rel}: no {name} parameter"
+
+
+def test_source_notebooks_show_no_wiring_code() -> None:
+    """A reader sees at most a few lines of code per cell: the calls they would adapt. Everything
+    else is folded away (hide-input / hide-cell) or removed, and no cell builds a dict of numbers."""
+    check_outputs = load_tool("check_outputs")
+    build_book = load_tool("build_book")
+    for page in build_book.toc_pages():
+        if not page.is_notebook:
+            continue
+        nb = json.loads(page.path.read_text())
+        for index, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            source = "".join(cell["source"])
+            lines = [line for line in source.splitlines() if line.strip()]
+            assert tags & check_outputs.HIDING_TAGS or len(lines) <= check_outputs.MAX_VISIBLE_LINES, \
+                f"{page.rel}, cell {index}: {len(lines)} visible lines of code"
+            assert not re.search(r"^numbers\s*=\s*\{", source, re.M), f"{page.rel}, cell {index}: a numbers dict"
+            assert ".iloc[" not in source, f"{page.rel}, cell {index}: a table indexed by position"
+            if "parameters" in tags:
+                assert "hide-cell" in tags, f"{page.rel}: the parameters cell is not folded away"
 
 
 def test_config_builds_from_executed_notebooks_with_local_mathjax() -> None:

@@ -107,6 +107,24 @@ def test_changed_configuration_is_not_served_from_the_cache(pipeline, monkeypatc
     assert exp.target().epochs == 1 and calls == [1]
 
 
+def test_create_applies_the_configured_threads(tmp_path) -> None:
+    """config.threads is the one thread setting: Experiment.create applies it to torch (process-wide),
+    0 leaves torch's count alone, and a negative count is refused."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        Experiment.create(TINY.with_overrides(threads=2), data_root=DATA_ROOT, cache_root=tmp_path, progress=False)
+        assert torch.get_num_threads() == 2
+        Experiment.create(TINY.with_overrides(threads=0), data_root=DATA_ROOT, cache_root=tmp_path, progress=False)
+        assert torch.get_num_threads() == 2
+        Experiment.create(TINY.with_overrides(threads=1), data_root=DATA_ROOT, cache_root=tmp_path, progress=False)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be an integer >= 0"):
+            Experiment.create(dataclasses.replace(TINY, threads=-1), data_root=DATA_ROOT, cache_root=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_exact_retrain_of_the_all_keep_set_equals_the_target(pipeline) -> None:
     exp = pipeline["exp"]
     clustering = exp.clusters()
@@ -151,32 +169,33 @@ def test_digits_ddm_loo_correlation(tmp_path) -> None:
 
 
 def test_unlearning_per_cluster_measures_each_reference_against_the_exact_retrain(pipeline) -> None:
-    from ddm import report
-    from ddm.evaluation import output_distance
+    from ddm import variants
+    from ddm.chapters import unlearning
+    from ddm.metrics import output_distance
 
     exp, exact = pipeline["exp"], pipeline["exact"]
     clustering = exp.clusters()
     K = clustering.num_clusters
     synset = exp.synset()
-    frame = report.unlearning_per_cluster(exp, {"ddm": synset, "soft": synset}, clustering,
-                                          ddm_name="ddm", soft_name="soft")
-    wide = frame.pivot(index="cluster", columns="method", values="distance to exact")
-    assert len(frame) == K * wide.shape[1] and list(wide.index) == list(range(K))
-    assert wide.shape[1] == 7  # unchanged, DDM, lr/10, soft, random, ascent, noise floor
-
-    target = exp.target_logits(exp.test.images)
-    np.testing.assert_allclose(wide[report.UNCHANGED], output_distance(target[None], exact).numpy(), rtol=1e-5)
     ddm = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images)
-    np.testing.assert_allclose(wide[report.DDM_PER_CLUSTER], output_distance(ddm, exact).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(wide["DDM + soft labels (ours)"], wide[report.DDM_PER_CLUSTER], rtol=1e-5)
+    distances = unlearning.per_cluster_distances(exp, {variants.PAPER_DDM: synset, variants.DDM_SOFT: synset},
+                                                 clustering, exact, ddm)
+    assert set(distances) == {unlearning.UNCHANGED, unlearning.DDM, unlearning.DDM_SLOW, unlearning.SOFT,
+                              unlearning.RANDOM_OTHER, unlearning.ASCENT, unlearning.NOISE}
+    assert all(d.shape == (K,) for d in distances.values())
+    scale = unlearning.DISTANCE_SCALE
+    target = exp.target_logits(exp.test.images)
+    np.testing.assert_allclose(distances[unlearning.UNCHANGED], scale * output_distance(target[None], exact).numpy(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(distances[unlearning.DDM], scale * output_distance(ddm, exact).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(distances[unlearning.SOFT], distances[unlearning.DDM], rtol=1e-5)
     # random choice: cluster k is scored with some *other* cluster's fine-tune
-    pairwise = output_distance(ddm[:, None], exact[None]).numpy()                # (j, k)
-    for k, value in enumerate(wide["random choice: another cluster's DDM synset"]):
+    pairwise = scale * output_distance(ddm[:, None], exact[None]).numpy()        # (j, k)
+    for k, value in enumerate(distances[unlearning.RANDOM_OTHER]):
         hits = np.flatnonzero(np.isclose(pairwise[:, k], value, rtol=1e-5))
         assert len(hits) and k not in hits
     noise = exp.exact_retrain_logits([(k,) for k in range(K)], clustering, order_seed=1)
-    np.testing.assert_allclose(wide["noise floor: exact retrain, data order 1"],
-                               output_distance(noise, exact).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(distances[unlearning.NOISE], scale * output_distance(noise, exact).numpy(), rtol=1e-5)
     # a tenth of the rate moves the model less far from where it started
     moved = output_distance(ddm, target[None]).mean()
     slow = exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images,
@@ -185,50 +204,41 @@ def test_unlearning_per_cluster_measures_each_reference_against_the_exact_retrai
 
 
 def test_closer_than_doing_nothing_by_hand() -> None:
-    import pandas as pd
+    from ddm.chapters import unlearning
 
-    from ddm import report
-
-    frame = pd.DataFrame({"cluster": [0, 1, 2] * 2,
-                          "method": [report.UNCHANGED] * 3 + ["m"] * 3,
-                          "distance to exact": [1.0, 2.0, 3.0, 0.5, 2.5, 1.0]})
-    table = report.closer_than_doing_nothing(frame)
-    assert list(table.index) == [report.UNCHANGED, "m"]
-    assert table.loc["m", "mean distance"] == pytest.approx(4 / 3)
-    assert table.loc["m", "median distance"] == pytest.approx(1.0)
-    assert table.loc["m", "closer than doing nothing (%)"] == pytest.approx(200 / 3)
-    assert np.isnan(table.loc[report.UNCHANGED, "closer than doing nothing (%)"])
+    table = unlearning.closer_than_doing_nothing({unlearning.UNCHANGED: np.array([1.0, 2.0, 3.0]),
+                                                  "m": np.array([0.5, 2.5, 1.0])})
+    assert list(table.index) == [unlearning.UNCHANGED, "m"]
+    assert table.loc["m", "mean distance x100"] == pytest.approx(4 / 3)
+    assert table.loc["m", "median distance x100"] == pytest.approx(1.0)
+    assert table.loc["m", "closer than doing nothing (% of clusters)"] == pytest.approx(200 / 3)
+    assert np.isnan(table.loc[unlearning.UNCHANGED, "closer than doing nothing (% of clusters)"])
 
 
 def test_harmful_removal_retrains_what_each_ranking_selects(pipeline) -> None:
-    from ddm import removal, report
+    from ddm import removal
+    from ddm.chapters import harmful_data
 
     exp = pipeline["exp"]
     clustering = exp.clusters()
     synset = exp.synset()
-    frame = report.harmful_removal(exp, synset, clustering, fractions=(0.1, 0.3), random_seeds=(0, 1))
-    methods = list(frame["method"].unique())
-    assert methods[:2] == ["target (nothing removed)", "noise floor: nothing removed, data order 1"]
-    assert {"DDM (Supp. Eq. 14)", "exact leave-one-out retrain", "TracIn-style", "random (seed 0)",
-            "random (seed 1)", "DDM, most helpful first"} <= set(methods)
-    removed = frame[frame["fraction (%)"] > 0]
-    assert len(removed) == (len(methods) - 2) * 2
-    assert (removed["removed (%)"] >= removed["fraction (%)"] - 1e-9).all()
+    result = harmful_data.run(exp, random_seeds=(0, 1))
+    curves = result.curves
+    assert set(curves["key"]) == set(harmful_data.RANKING_LABELS)
+    assert (curves["removed (%)"] >= curves["asked (%)"] - 1e-9).all()
 
-    # the DDM row at 30% is the retrain without the clusters Supp. Eq. 14 ranks most harmful
+    # the DDM row at 20% is the retrain without the clusters Supp. Eq. 14 ranks most harmful
     val, held = removal.validation_split(len(exp.test), seed=exp.config.eval.seed)
     K = clustering.num_clusters
     loss = removal.global_objective(exp.perturbed_outputs(synset, leave_one_out_masks(K), exp.test.images[val]),
                                     exp.test.labels[val])
-    chosen = removal.clusters_for_fraction(removal.harmful_first(loss), clustering.sizes(), 0.3)
+    chosen = removal.clusters_for_fraction(removal.harmful_first(loss), clustering.sizes(), 0.2)
     logits = exp.exact_retrain_logits([chosen], clustering)[0, held]
     expected = (logits.argmax(1) == exp.test.labels[held]).float().mean().item() * 100
-    row = removed[(removed["method"] == "DDM (Supp. Eq. 14)") & (removed["fraction (%)"] == 30.0)].iloc[0]
-    assert row["test accuracy (%)"] == pytest.approx(expected)
+    row = curves[(curves["key"] == "ddm") & (curves["asked (%)"] == 20)].iloc[0]
+    assert row["test accuracy (%)"] == pytest.approx(expected) == pytest.approx(result.acc_ddm_20)
     assert row["clusters removed"] == len(chosen)
-    table = report.removal_table(frame)
-    assert list(table.columns) == ["10% removed", "30% removed"]
-    assert "random (mean of seeds)" in table.index and "random (max - min of seeds)" in table.index
-    numbers = report.removal_numbers(frame)
-    assert numbers["accuracy after removing 30%, DDM (%)"] == pytest.approx(expected)
-    assert "Noise floor" in report.removal_verdict(frame)
+    # 0%: the target itself, and the same training under another data order
+    target = exp.target_logits(exp.test.images[held])
+    assert result.acc_target == pytest.approx((target.argmax(1) == exp.test.labels[held]).float().mean().item() * 100)
+    assert result.acc_noise_floor is not None

@@ -70,3 +70,17 @@ def test_bootstrap_ci_brackets_the_mean_and_drops_nans() -> None:
     assert low < 0.3 < high and 0.1 <= low and high <= 0.5
     assert bootstrap_ci(values, seed=0, resamples=500) == (low, high)
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([1.0, np.nan])))
+
+
+def test_output_distance_is_mean_squared_softmax_distance_over_test_points() -> None:
+    from ddm.metrics import output_distance
+
+    # Two test points: (0.125 + 0.0) / 2 as in the Dist1 case above.
+    assert float(output_distance(UNLEARNED, TARGET)) == pytest.approx(0.0625, abs=1e-6)
+    # Stacked models (M=2) against one reference broadcast: one distance per model.
+    stacked = torch.stack([UNLEARNED, TARGET])
+    assert output_distance(stacked, TARGET[None]).tolist() == pytest.approx([0.0625, 0.0], abs=1e-6)
+    # By hand from logits: softmax([0, log 3]) = (0.25, 0.75) vs (0.5, 0.5): 2 * 0.25^2 = 0.125.
+    a = torch.tensor([[0.0, math.log(3.0)]])
+    b = torch.tensor([[1.0, 1.0]])
+    assert float(output_distance(a, b)) == pytest.approx(0.125, abs=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddm.removal import clusters_for_fraction, global_objective, harmful_first, validation_split
+from ddm.removal import clusters_for_fraction, global_objective, harmful_first, removed_shares, validation_split
 
 
 def test_validation_split_is_a_seeded_disjoint_partition() -> None:
@@ -53,3 +53,15 @@ def test_clusters_for_fraction_takes_the_shortest_covering_prefix() -> None:
     assert clusters_for_fraction(order, sizes, 0.85) == (0, 1, 2)
     with pytest.raises(ValueError, match="fraction"):
         clusters_for_fraction(order, sizes, 1.0)
+
+
+def test_removed_shares_counts_images_and_the_emptiest_class() -> None:
+    sizes = torch.tensor([5, 1, 3, 1])           # 10 images; clusters 0, 1 of class 0 and 2, 3 of class 1
+    cluster_class = torch.tensor([0, 0, 1, 1])
+    assert removed_shares((), sizes, cluster_class, 2) == (0.0, 0.0)
+    share, most = removed_shares((2,), sizes, cluster_class, 2)
+    assert share == pytest.approx(0.3) and most == pytest.approx(0.75)      # 3 of class 1's 4 images
+    share, most = removed_shares((0, 3), sizes, cluster_class, 2)
+    assert share == pytest.approx(0.6) and most == pytest.approx(5 / 6)     # 5 of class 0's 6 images
+    share, most = removed_shares((1, 2, 3), sizes, cluster_class, 3)        # a class with no cluster is skipped
+    assert share == pytest.approx(0.5) and most == pytest.approx(1.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ddm.chapters import CHAPTERS, module_for
 from ddm.config import PROJECT_ROOT, config_hash, get_profile
 from ddm.results import (
     RESULTS_ROOT,
@@ -40,6 +41,7 @@ def test_round_trip(tmp_path: Path, record_file: Path) -> None:
     assert record["config_hash"] == config_hash(config)  # tuples and lists hash alike
     assert record["config"]["train"]["epochs"] == config["train"]["epochs"]
     assert record["profile"] == "quick" and record["chapter"] == "03_online_attribution"
+    assert record["dataset"] == "digits"  # the configuration's data set when none is named
     assert record["command"] == "make record PROFILE=quick"
     assert record["threads"] >= 1 and record["torch_version"]
     assert set(record["machine"]) >= {"node", "platform", "processor", "cpu_count"}
@@ -121,7 +123,7 @@ def test_edited_hash_is_rejected(record_file: Path) -> None:
     assert any("config_hash" in p for p in validate_record(record))
 
 
-@pytest.mark.parametrize("field", ["schema_version", "profile", "chapter", "numbers", "config",
+@pytest.mark.parametrize("field", ["schema_version", "profile", "chapter", "dataset", "numbers", "config",
                                    "config_hash", "date", "machine", "torch_version", "threads",
                                    "command"])
 def test_missing_field_is_rejected(record_file: Path, field: str) -> None:
@@ -160,6 +162,12 @@ def test_invalid_numbers_are_refused_before_writing(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_a_record_of_the_first_schema_is_refused(record_file: Path) -> None:
+    record = json.loads(record_file.read_text())
+    record["schema_version"] = 1
+    assert any("schema_version 1" in p for p in validate_record(record))
+
+
 def test_not_a_dict() -> None:
     assert validate_record([1, 2]) != []
 
@@ -170,13 +178,26 @@ def test_results_folder_exists() -> None:
 
 
 COMMITTED = list(iter_record_files())
+# Every chapter has a cpu record on MNIST (the profile's own data set) and on the CIFAR-10 JPEG copy.
+RECORDED_DATASETS = {"mnist": "", "cifar10-jpeg": ".cifar10-jpeg"}
 
 
-@pytest.mark.parametrize("path", COMMITTED or [None],
-                         ids=[str(p.relative_to(RESULTS_ROOT)) for p in COMMITTED] or ["no-records-yet"])
-def test_committed_record_is_valid(path: Path | None) -> None:
-    if path is None:  # nothing recorded yet: the folder the records go to must still be there
-        assert RESULTS_ROOT.is_dir()
-        return
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_every_chapter_has_its_cpu_records(chapter: str) -> None:
+    for dataset, suffix in RECORDED_DATASETS.items():
+        path = RESULTS_ROOT / "cpu" / f"{chapter}{suffix}.json"
+        assert path.is_file(), f"{path.relative_to(PROJECT_ROOT)} is missing: make record PROFILE=cpu " \
+                               f"DATA_ROOT=../shared/data DATASET={dataset}"
+        assert json.loads(path.read_text())["dataset"] == dataset
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[str(p.relative_to(RESULTS_ROOT)) for p in COMMITTED])
+def test_committed_record_is_valid(path: Path) -> None:
     record = json.loads(path.read_text())
     assert validate_record(record, path) == []
+    # Its numbers are exactly the headline fields of the chapter's Result, by field name.
+    fields = module_for(record["chapter"]).Result.headline_labels()
+    assert set(record["numbers"]) == set(fields), (
+        f"{path.name}: not recorded {sorted(set(fields) - set(record['numbers']))}, "
+        f"unknown {sorted(set(record['numbers']) - set(fields))}: re-make it with make record")
+    assert record["config"]["data"]["name"] == record["dataset"]

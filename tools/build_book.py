@@ -200,11 +200,9 @@ def source_cell_index(executed: Path, index: int) -> int:
 
 
 def hide_default_parameters(path: Path) -> None:
-    """Tag the notebook's own ``parameters`` cell ``remove-cell`` in an executed copy.
-
-    Papermill adds a cell with the values actually used right after it (tagged
-    ``injected-parameters``); the page shows that one, not the defaults it overrode.
-    """
+    """Tag the notebook's own ``parameters`` cell ``remove-cell`` in an executed copy, and fold
+    away (``hide-cell``) the cell papermill adds after it with the values actually used (tagged
+    ``injected-parameters``): a reader can unfold it to see how the page was made."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -214,6 +212,8 @@ def hide_default_parameters(path: Path) -> None:
         tags = cell.metadata.get("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
+        elif "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
     nbformat.write(nb, path)
 
 
@@ -365,6 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in times.items():
             print(f"  {name:<{width}}  {seconds:8.1f} s")
         print(f"  {'total':<{width}}  {sum(times.values()):8.1f} s")
+
+    # What the reader will see: no warnings, raw dicts, long floats, uncaptioned figures or
+    # visible wiring code (tools/check_outputs.py).
+    sys.path.insert(0, str(ROOT / "tools"))
+    from check_outputs import check_notebook
+
+    problems = [p for page in kept for p in check_notebook(STAGE / page.rel)]
+    for problem in problems:
+        print(f"output check: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(f"error: {len(problems)} output problem(s) in the executed chapters (see above)")
 
     if args.no_html:
         return 0

@@ -1,0 +1,327 @@
+"""Chapter 05: removing harmful training data (Table 3, Supp. Eq. 14).
+
+Every ranking orders the training clusters from the most harmful (removing it lowers the loss on
+a validation set V the most) to the most helpful. For each share of Table 3 (1, 10, 20, 50%) the
+shortest harmful-first prefix of clusters covering that share is deleted, the network is
+retrained exactly from theta_0 with the target's data order, and its accuracy is measured on the
+held-out half of the test split (V is the other half).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ddm import baselines, datasets, paper, removal
+from ddm.chapters.base import DEFAULT_PAPER_DATASET, ChapterResult, RunNumbers, detail, headline, table, verdict_for
+from ddm.clustering import Clustering
+from ddm.experiment import Experiment
+from ddm.matching import Synset
+from ddm.online import leave_one_out_masks
+from ddm.training import accuracy
+from ddm.variants import PAPER_DDM, distill_variants
+
+CHAPTER = "05_harmful_data"
+FRACTIONS = (1, 10, 20, 50)       # Table 3's columns: % of the training set removed (beside 0%)
+RANDOM_SEEDS = (0, 1, 2)          # the random orders, one per seed
+# What the tables and the figure call each ranking (keys are the middle of the field names).
+RANKING_LABELS = {
+    "ddm": "DDM (Supp. Eq. 14)",
+    "random": "random order",
+    "exact": "exact leave-one-out retrains",
+    "tracin": "TracIn-style",
+    "ddm_helpful": "DDM, most helpful first",
+    "exact_helpful": "exact leave-one-out, most helpful first",
+}
+RANKING_KINDS = {"ddm": "harmful first", "random": "random", "exact": "harmful first", "tracin": "harmful first",
+                 "ddm_helpful": "most helpful first", "exact_helpful": "most helpful first"}
+# Verdict thresholds, named where they are used.
+SPREAD_SHARE = 0.5     # a gap between two rankings is clear above the noise floor AND this share of the
+                       # random seeds' spread (max - min) at the same fraction
+CLASS_CROWDED = 50.0   # % of one class's images removed above which a removal is said to empty a class
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result(ChapterResult):
+    acc_target: float = headline("accuracy, nothing removed (%)",
+                                 note="ours: on the held-out half of the test split")
+    acc_noise_floor: float | None = headline("accuracy, nothing removed, another data order (%)", default=None)
+    # DDM's harmful-first ranking (Table 3's DDM row)
+    acc_ddm_1: float = headline("accuracy after removing 1%, DDM ranking (%)")
+    acc_ddm_10: float = headline("accuracy after removing 10%, DDM ranking (%)")
+    acc_ddm_20: float = headline("accuracy after removing 20%, DDM ranking (%)")
+    acc_ddm_50: float = headline("accuracy after removing 50%, DDM ranking (%)")
+    # random orders (Table 3's Random row): mean and spread (max - min) over the seeds
+    acc_random_1: float = headline("accuracy after removing 1%, random order, mean of seeds (%)")
+    acc_random_10: float = headline("accuracy after removing 10%, random order, mean of seeds (%)")
+    acc_random_20: float = headline("accuracy after removing 20%, random order, mean of seeds (%)")
+    acc_random_50: float = headline("accuracy after removing 50%, random order, mean of seeds (%)")
+    spread_random_1: float = headline("spread of random orders at 1%, max - min (points)", digits=2)
+    spread_random_10: float = headline("spread of random orders at 10%, max - min (points)", digits=2)
+    spread_random_20: float = headline("spread of random orders at 20%, max - min (points)", digits=2)
+    spread_random_50: float = headline("spread of random orders at 50%, max - min (points)", digits=2)
+    # the exact leave-one-out retrains' ranking (what DDM approximates)
+    acc_exact_1: float = headline("accuracy after removing 1%, exact leave-one-out ranking (%)")
+    acc_exact_10: float = headline("accuracy after removing 10%, exact leave-one-out ranking (%)")
+    acc_exact_20: float = headline("accuracy after removing 20%, exact leave-one-out ranking (%)")
+    acc_exact_50: float = headline("accuracy after removing 50%, exact leave-one-out ranking (%)")
+    # a first-order gradient baseline
+    acc_tracin_1: float = headline("accuracy after removing 1%, TracIn-style ranking (%)")
+    acc_tracin_10: float = headline("accuracy after removing 10%, TracIn-style ranking (%)")
+    acc_tracin_20: float = headline("accuracy after removing 20%, TracIn-style ranking (%)")
+    acc_tracin_50: float = headline("accuracy after removing 50%, TracIn-style ranking (%)")
+    # the signal check: the other end of each ranking removed first
+    acc_ddm_helpful_1: float = headline("accuracy after removing 1%, DDM's most helpful first (%)")
+    acc_ddm_helpful_10: float = headline("accuracy after removing 10%, DDM's most helpful first (%)")
+    acc_ddm_helpful_20: float = headline("accuracy after removing 20%, DDM's most helpful first (%)")
+    acc_ddm_helpful_50: float = headline("accuracy after removing 50%, DDM's most helpful first (%)")
+    acc_exact_helpful_1: float = headline("accuracy after removing 1%, exact ranking's most helpful first (%)")
+    acc_exact_helpful_10: float = headline("accuracy after removing 10%, exact ranking's most helpful first (%)")
+    acc_exact_helpful_20: float = headline("accuracy after removing 20%, exact ranking's most helpful first (%)")
+    acc_exact_helpful_50: float = headline("accuracy after removing 50%, exact ranking's most helpful first (%)")
+    # what DDM's removal really took: whole clusters, so more than asked, and perhaps most of a class
+    removed_ddm_1: float = headline("share of the training set DDM removed when asked for 1% (%)", digits=2)
+    removed_ddm_10: float = headline("share of the training set DDM removed when asked for 10% (%)")
+    removed_ddm_20: float = headline("share of the training set DDM removed when asked for 20% (%)")
+    removed_ddm_50: float = headline("share of the training set DDM removed when asked for 50% (%)")
+    class_share_ddm_1: float = headline("largest share of one class DDM removed at 1% (%)", digits=2)
+    class_share_ddm_10: float = headline("largest share of one class DDM removed at 10% (%)", digits=2)
+    class_share_ddm_20: float = headline("largest share of one class DDM removed at 20% (%)", digits=2)
+    class_share_ddm_50: float = headline("largest share of one class DDM removed at 50% (%)", digits=2)
+    accuracy_table: pd.DataFrame = table("accuracy after removal, in Table 3's layout")
+    removed_table: pd.DataFrame = table("what each ranking really removed")
+    curves: pd.DataFrame = detail()        # one row per (ranking, seed, fraction), for the figure
+
+
+# ------------------------------------------------------------------------------------------ measurement
+def rankings(exp: Experiment, synset: Synset, clustering: Clustering, val_idx: torch.Tensor,
+             random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """Cluster orders, most harmful first, by Supp. Eq. 14 on the validation images ``val_idx``:
+    (orders by ranking key, random orders by seed).
+
+    - ``ddm``: the validation loss of each leave-one-cluster-out fine-tune (Eq. 9);
+    - ``exact``: the same loss of the exact leave-one-out retrains (what DDM approximates);
+    - ``tracin``: the first-order increase of the validation loss when a cluster is left out;
+    - ``ddm_helpful`` / ``exact_helpful``: the two orders reversed (the signal check).
+    """
+    K = clustering.num_clusters
+    x, y = exp.test.images[val_idx], exp.test.labels[val_idx]
+    ddm_loss = removal.global_objective(exp.perturbed_outputs(synset, leave_one_out_masks(K), x), y)   # (K,)
+    exact_logits = exp.exact_retrain_logits([(k,) for k in range(K)], clustering)[:, val_idx]          # (K, V, L)
+    exact_loss = removal.global_objective(exact_logits, y)                                            # (K,)
+    tracin = baselines.tracin_effects(exp.new_model(), exp.target(), exp.train.images, exp.train.labels,
+                                      clustering, x, y, exp.config.train.lr).sum(0)                   # (K,)
+    orders = {"ddm": removal.harmful_first(ddm_loss), "exact": removal.harmful_first(exact_loss),
+              "tracin": removal.harmful_first(tracin)}
+    orders["ddm_helpful"] = orders["ddm"][::-1].copy()
+    orders["exact_helpful"] = orders["exact"][::-1].copy()
+    random_orders = {seed: np.random.default_rng(seed).permutation(K) for seed in random_seeds}
+    return orders, random_orders
+
+
+def run(exp: Experiment, random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> Result:
+    """Table 3 measured for every ranking of :func:`rankings` and every share of :data:`FRACTIONS`."""
+    clustering = exp.clusters()
+    synset = distill_variants(exp, (PAPER_DDM,))[PAPER_DDM]
+    val_idx, eval_idx = removal.validation_split(len(exp.test), seed=exp.config.eval.seed)
+    orders, random_orders = rankings(exp, synset, clustering, val_idx, random_seeds)
+    sizes = clustering.sizes()
+    plan = []                                                     # (ranking key, seed, order)
+    for key in RANKING_LABELS:
+        plan += ([("random", seed, order) for seed, order in random_orders.items()] if key == "random"
+                 else [(key, None, orders[key])])
+    removed = {(key, seed, x): removal.clusters_for_fraction(order, sizes, x / 100)
+               for key, seed, order in plan for x in FRACTIONS}
+    sets = sorted(set(removed.values()))
+    logits = dict(zip(sets, exp.exact_retrain_logits(sets, clustering)))                 # set -> (N_test, L)
+    y = exp.test.labels[eval_idx]
+
+    rows = []
+    for (key, seed, x), clusters in removed.items():
+        share, class_share = removal.removed_shares(clusters, sizes, clustering.cluster_class, exp.num_classes)
+        rows.append({"key": key, "ranking": RANKING_LABELS[key], "kind": RANKING_KINDS[key], "seed": seed,
+                     "asked (%)": x, "removed (%)": share * 100, "clusters removed": len(clusters),
+                     "largest share of one class removed (%)": class_share * 100,
+                     "test accuracy (%)": accuracy(logits[clusters][eval_idx], y) * 100})
+    curves = pd.DataFrame(rows)
+
+    numbers: dict[str, float | None] = {
+        "acc_target": accuracy(exp.target_logits(exp.test.images[eval_idx]), y) * 100, "acc_noise_floor": None}
+    if exp.config.eval.noise_seeds:
+        other = exp.exact_retrain_logits([()], clustering, order_seed=exp.config.eval.noise_seeds[0])[0]
+        numbers["acc_noise_floor"] = accuracy(other[eval_idx], y) * 100
+    accuracy_of = curves.groupby(["key", "asked (%)"])["test accuracy (%)"]
+    mean, spread = accuracy_of.mean(), accuracy_of.max() - accuracy_of.min()
+    ddm_rows = curves[curves["key"] == "ddm"].set_index("asked (%)")
+    for x in FRACTIONS:
+        for key in RANKING_LABELS:
+            numbers[f"acc_{key}_{x}"] = float(mean[key, x])
+        numbers[f"spread_random_{x}"] = float(spread["random", x])
+        numbers[f"removed_ddm_{x}"] = float(ddm_rows.loc[x, "removed (%)"])
+        numbers[f"class_share_ddm_{x}"] = float(ddm_rows.loc[x, "largest share of one class removed (%)"])
+
+    return Result(profile=exp.config.profile, dataset=exp.config.data.name, **numbers,
+                  accuracy_table=_accuracy_table(numbers), removed_table=_removed_table(curves), curves=curves)
+
+
+def _accuracy_table(numbers: dict[str, float | None]) -> pd.DataFrame:
+    """Table 3's layout, from the headline numbers: one row per ranking, one column per share."""
+    rows = {}
+    for key, label in RANKING_LABELS.items():
+        name = f"{label} (mean of seeds)" if key == "random" else label
+        rows[name] = {"0% removed": numbers["acc_target"],
+                      **{f"{x}% removed": numbers[f"acc_{key}_{x}"] for x in FRACTIONS}}
+        if key == "random":
+            rows[f"{label} (max - min of seeds)"] = {"0% removed": np.nan,
+                                                     **{f"{x}% removed": numbers[f"spread_random_{x}"]
+                                                        for x in FRACTIONS}}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "ranking (test accuracy, %)"
+    return table
+
+
+def _removed_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per ranking (each random seed apart) and asked share: the share of the training set really
+    removed and, in brackets, the largest share of a single class that went with it."""
+    cells: dict[str, dict[str, str]] = {}
+    for _, row in curves.iterrows():
+        name = row["ranking"] if pd.isna(row["seed"]) else f"{row['ranking']}, seed {int(row['seed'])}"
+        cells.setdefault(name, {})[f"asked {row['asked (%)']:g}%"] = (
+            f"{row['removed (%)']:.1f}% ({row['largest share of one class removed (%)']:.0f}%)")
+    table = pd.DataFrame.from_dict(cells, orient="index")
+    table.index.name = "ranking: removed share of the training set (largest share of one class)"
+    return table
+
+
+# ------------------------------------------------------------------------------------------ the paper
+def paper_values(dataset: str) -> dict:
+    """Table 3's DDM and Random rows (MNIST only; the 0% column is the target's accuracy)."""
+    if dataset != "mnist":
+        return {}
+    values = {"acc_target": paper.TABLE3_MNIST["DDM"][0]}
+    for x in FRACTIONS:
+        values[f"acc_ddm_{x}"] = paper.TABLE3_MNIST["DDM"][x]
+        values[f"acc_random_{x}"] = paper.TABLE3_MNIST["Random"][x]
+    return values
+
+
+PAPER_CURVES_LABEL = "paper, MNIST (Table 3)"   # how the figure's legend names the curves below
+
+
+def paper_curves(dataset_name: str) -> dict[str, dict[float, float]]:
+    """Table 3's DDM and Random rows as curves for the figure (share removed in % -> accuracy),
+    keyed by the label of our matching ranking. MNIST's for MNIST and for data the paper never
+    used (the nearest reference there is); none for CIFAR and the others (Table 3 is MNIST only)."""
+    key = datasets.paper_key(dataset_name) or DEFAULT_PAPER_DATASET
+    if key != "mnist":
+        return {}
+    return {RANKING_LABELS["ddm"]: {x: paper.TABLE3_MNIST["DDM"][x] for x in FRACTIONS},
+            RANKING_LABELS["random"]: {x: paper.TABLE3_MNIST["Random"][x] for x in FRACTIONS}}
+
+
+# ------------------------------------------------------------------------------------------ verdict
+def _noise_floor(run: RunNumbers) -> float | None:
+    """|target - the same training under another data order|, in points (None: not measured)."""
+    if not run.has("acc_target", "acc_noise_floor"):
+        return None
+    return abs(run["acc_target"] - run["acc_noise_floor"])
+
+
+def _margin(run: RunNumbers, x: int, floor: float | None) -> float:
+    """The gap two rankings must exceed at share ``x`` to count: the noise floor and
+    SPREAD_SHARE x the random seeds' spread, whichever is larger."""
+    return max(floor or 0.0, SPREAD_SHARE * run.get(f"spread_random_{x}", 0.0))
+
+
+def _compare(run: RunNumbers, better: str, worse: str, floor: float | None
+             ) -> tuple[list[int], list[int], list[str]]:
+    """Shares where ranking ``better`` is clearly above / clearly below ranking ``worse``, and
+    per share "x%: gap (needed)"."""
+    above, below, gaps = [], [], []
+    for x in FRACTIONS:
+        if not run.has(f"acc_{better}_{x}", f"acc_{worse}_{x}"):
+            continue
+        gap, margin = run[f"acc_{better}_{x}"] - run[f"acc_{worse}_{x}"], _margin(run, x, floor)
+        gaps.append(f"{x}%: {_points(gap)} (threshold {margin:.1f})")
+        if gap > margin:
+            above.append(x)
+        elif gap < -margin:
+            below.append(x)
+    return above, below, gaps
+
+
+def _points(gap: float) -> str:
+    """A signed gap in points, one decimal, without a "-0.0"."""
+    return f"{gap if abs(gap) >= 0.05 else 0.0:+.1f}"
+
+
+def _shares(xs: list[int]) -> str:
+    return ", ".join(f"{x}%" for x in xs) if xs else "none"
+
+
+def _reading(run: RunNumbers) -> list[str]:
+    lines = []
+    floor = _noise_floor(run)
+    rule = (f"A gap counts as clear when it exceeds both the noise floor and {SPREAD_SHARE:g} x the random seeds' "
+            "spread at the same share.")
+    if run.has("acc_target"):
+        lines.append(f"* **Noise floor.** Nothing removed, the target scores {run['acc_target']:.1f}%"
+                     + (f"; the same training under another data order scores {run['acc_noise_floor']:.1f}%, a floor "
+                        f"of {floor:.1f} points. {rule}" if floor is not None else
+                        f" (no second data order was trained, so only the seeds' spread judges a gap). {rule}"))
+    above, below, gaps = _compare(run, "ddm", "random", floor)
+    if gaps:
+        paper_gaps = ", ".join(f"{paper.TABLE3_MNIST['DDM'][x] - paper.TABLE3_MNIST['Random'][x]:+.1f}"
+                               for x in FRACTIONS)
+        lines.append(f"* **DDM vs random removal (Table 3's claim).** Removing DDM's most harmful clusters first is "
+                     f"clearly better than a random order at {len(above)} of {len(gaps)} shares ({_shares(above)}) "
+                     f"and clearly worse at {len(below)} ({_shares(below)}); DDM − random, in points: "
+                     + "; ".join(gaps) + f". The paper's MNIST gaps are {paper_gaps} at 1/10/20/50%.")
+    if run.has("acc_ddm_1", "acc_target"):
+        gain = run["acc_ddm_1"] - run["acc_target"]
+        really = (f" (whole clusters: {run['removed_ddm_1']:.1f}% of the training set was removed)"
+                  if run.has("removed_ddm_1") else "")
+        judged = ("not judged: no noise floor was measured." if floor is None else
+                  "a gain beyond the noise floor." if gain > floor else
+                  "a loss beyond the noise floor." if gain < -floor else "within the noise floor.")
+        lines.append(f"* **Does removing data help?** After removing 1% by DDM's ranking{really} the accuracy is "
+                     f"{run['acc_ddm_1']:.1f}% ({_points(gain)} points against nothing removed; the paper: "
+                     f"{paper.TABLE3_MNIST['DDM'][1] - paper.TABLE3_MNIST['DDM'][0]:+.1f} on MNIST): {judged}")
+    for key, what in (("exact", "the exact leave-one-out retrains (what DDM approximates)"),
+                      ("tracin", "the TracIn-style first-order estimate")):
+        above, below, gaps = _compare(run, key, "random", floor)
+        if gaps:
+            lines.append(f"* **{RANKING_LABELS[key][0].upper()}{RANKING_LABELS[key][1:]}.** Ranking by {what} is "
+                         f"clearly better than random at {len(above)} of {len(gaps)} shares ({_shares(above)}) and "
+                         f"clearly worse at {len(below)} ({_shares(below)})."
+                         + (" Even this reference is no ceiling: removing many clusters at once is not the sum of "
+                            "removing each." if key == "exact" else ""))
+    _, hurts, gaps = _compare(run, "ddm_helpful", "random", floor)
+    if gaps:
+        _, exact_hurts, exact_gaps = _compare(run, "exact_helpful", "random", floor)
+        lines.append(f"* **Signal check, the other way round.** If DDM's ranking carries information, removing its "
+                     f"*most helpful* clusters first must hurt more than a random order: it does clearly at "
+                     f"{len(hurts)} of {len(gaps)} shares ({_shares(hurts)})"
+                     + (f"; the exact ranking's most helpful clusters, removed first, hurt clearly at "
+                        f"{len(exact_hurts)} of {len(exact_gaps)} ({_shares(exact_hurts)})." if exact_gaps else "."))
+        _, ddm_hurts, _ = _compare(run, "ddm", "random", floor)
+        both = [x for x in hurts if x in ddm_hurts]
+        if both:
+            lines.append(f"  At {_shares(both)} *both* ends of DDM's ranking cost accuracy, so what it separates is "
+                         "not good from bad data.")
+    crowded = [x for x in FRACTIONS if run.get(f"class_share_ddm_{x}", 0.0) > CLASS_CROWDED]
+    measured = [x for x in FRACTIONS if run.has(f"class_share_ddm_{x}")]
+    if measured:
+        lines.append(f"* **Which data went.** DDM's removal takes more than {CLASS_CROWDED:g}% of one class at "
+                     f"{len(crowded)} of {len(measured)} shares ({_shares(crowded)}): "
+                     + ("there part of the accuracy lost is a class thinned out, whatever the quality of its "
+                        "images." if crowded else "no class is emptied, so the accuracy speaks to which images went."))
+    return lines
+
+
+def verdict(result: Result, recorded=()) -> str:
+    """Plain words from the numbers of this run and of every recorded run."""
+    return verdict_for(_reading, result, recorded)
