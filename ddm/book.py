@@ -210,6 +210,7 @@ def quiet_notebook() -> None:
     import matplotlib
 
     warnings.filterwarnings("ignore")
+    pd.set_option("display.max_colwidth", None)   # notes and labels in full, never cut with "..."
     logging.getLogger().setLevel(logging.ERROR)
     matplotlib.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight"})
 

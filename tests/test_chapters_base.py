@@ -55,7 +55,7 @@ def test_tables_split_what_the_paper_reports_from_what_we_add() -> None:
     assert list(beside.columns) == ["ours, this run (quick, scikit-learn digits (8x8))",
                                     "ours, recorded (cpu, MNIST)", "ours, recorded (cpu, CIFAR-10 (JPEG copy))",
                                     "paper, MNIST", "paper, CIFAR-10", "note"]
-    assert beside.iloc[0].tolist() == ["3.14", "0.0200", "0.300", "10.8", "6.80", "paper: K = 100"]
+    assert beside.iloc[0].tolist() == ["3.14", "0.0200", "0.300", "10.8", "6.8", "paper: K = 100"]
     beyond = base.beyond_paper(_toy(), _paper, recorded)
     assert list(beyond.index) == ["Spearman with exact retraining", "online seconds"]
     assert beyond.loc["online seconds"].tolist() == ["", "9.00", "8.00"]  # blank: not measured

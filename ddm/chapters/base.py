@@ -209,6 +209,13 @@ def _run_column(run: RunNumbers) -> str:
     return f"ours, {kind} ({run.profile}, {datasets.label(run.dataset)})"
 
 
+def _as_printed(value: Any) -> str:
+    """A paper's number as the paper prints it (0.6 stays 0.6, not 0.600); blank when not reported."""
+    if value is None:
+        return book.BLANK
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def _frame(result: ChapterResult, fields: Sequence[str], runs: Sequence[RunNumbers],
            papers: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     labels, digits, notes = result.headline_labels(), result.headline_digits(), result.headline_notes()
@@ -218,7 +225,7 @@ def _frame(result: ChapterResult, fields: Sequence[str], runs: Sequence[RunNumbe
         for run in runs:
             row[_run_column(run)] = book.format_number(run[name], digits[name])
         for header, values in papers.items():
-            row[header] = book.format_number(values.get(name), digits[name])
+            row[header] = _as_printed(values.get(name))
         if any(notes.get(f) for f in fields):
             row["note"] = notes.get(name, "")
         rows.append(row)
