@@ -32,8 +32,8 @@ def cluster_sizes(sizes_by_method: dict[str, np.ndarray], provenance: str):
     for name, sizes in sizes_by_method.items():
         sns.histplot(np.asarray(sizes), ax=ax, label=name, element="step", fill=False, bins=15)
     ax.set_xlabel("images in a cluster")
-    ax.set_ylabel("clusters")
-    ax.legend()
+    ax.set_ylabel("number of clusters of that size")
+    ax.legend(title="grouping", loc="upper right", fontsize=8)
     ax.set_title("Cluster sizes")
     _footer(fig, provenance)
     fig.tight_layout()
