@@ -11,6 +11,7 @@ itself, at the same checkpoint, as in dataset condensation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,13 @@ from ddm.training import Params, Trajectory, soft_cross_entropy
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6  # as in gradient-matching condensation's distance_wb: guards a zero-norm gradient
+
+VMAP_CHUNK_IMAGES = 128
+"""Synthetic images per vmap call in :func:`synset_cluster_gradients` (``chunk_size`` of vmap is
+this divided by ipc). One call over all K = 1,000 clusters (ConvNet w32 on MNIST) was 2.1-2.4x
+slower than chunks of 128 images (``benchmarks/bench_distill.py --no-chunk``): every activation
+of the double backward is then a 130 MB tensor, mapped fresh from the system each time. At
+K * ipc <= 128 it is one call, the same numbers as without chunks."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +95,19 @@ def get_distance(name: str):
     return DISTANCES[name]
 
 
+def compared_parameters(distance: str, params: Params) -> list[str]:
+    """The parameters whose gradients ``distance`` reads: the weight tensors (dim > 1) for the
+    layer-wise cosine, which ignores biases and normalisation scales, else all of them. The
+    synset gradients are taken with respect to these only (the others held fixed), which spares
+    the double backward their part of the graph and changes no number."""
+    get_distance(distance)
+    if distance == "layerwise_cosine":
+        names = [k for k, v in params.items() if v.dim() > 1]
+        if names:
+            return names
+    return list(params)
+
+
 # --------------------------------------------------------------------------------------------
 # Losses and gradients
 # --------------------------------------------------------------------------------------------
@@ -120,21 +141,54 @@ def cluster_gradients(model: nn.Module, params: Params, images: torch.Tensor, la
 
 def synset_cluster_gradients(model: nn.Module, params: Params, syn_images: torch.Tensor,
                              syn_labels: torch.Tensor, label_logits: torch.Tensor | None,
-                             num_clusters: int) -> dict[str, torch.Tensor]:
-    r""":math:`\nabla_\theta \mathcal L(\theta, \mathcal S_k)` for all k at once (torch.func), kept
-    differentiable with respect to the synthetic images and soft labels: (K, *shape)."""
+                             num_clusters: int, names: Sequence[str] | None = None,
+                             chunk_images: int | None = VMAP_CHUNK_IMAGES) -> dict[str, torch.Tensor]:
+    r""":math:`\nabla_\theta \mathcal L(\theta, \mathcal S_k)` for all k at once (torch.func
+    ``vmap`` over ``grad``), kept differentiable with respect to the synthetic images and soft
+    labels: (K, *shape).
+
+    ``names`` restricts the gradient to those parameters (the others are held fixed; default all).
+    ``chunk_images`` caps the synthetic images per vmap call (:data:`VMAP_CHUNK_IMAGES`; None: one
+    call). :func:`synset_cluster_gradients_looped` is the slow reference: one autograd pass per
+    cluster.
+    """
     ipc = len(syn_images) // num_clusters
     imgs = syn_images.reshape(num_clusters, ipc, *syn_images.shape[1:])
     labs = syn_labels.reshape(num_clusters, ipc)
-    detached = {k: v.detach() for k, v in params.items()}
+    names = list(params) if names is None else list(names)
+    wrt = {k: params[k].detach() for k in names}
+    fixed = {k: v.detach() for k, v in params.items() if k not in wrt}
+    chunk = None if chunk_images is None else max(1, chunk_images // max(1, ipc))
+    chunk = None if chunk is not None and chunk >= num_clusters else chunk
 
     def loss(p, x, y, z):
-        return synset_loss(model, p, x, y, z)
+        return synset_loss(model, {**fixed, **p}, x, y, z)
 
     if label_logits is None:
-        return vmap(grad(lambda p, x, y: loss(p, x, y, None)), in_dims=(None, 0, 0))(detached, imgs, labs)
+        return vmap(grad(lambda p, x, y: loss(p, x, y, None)), in_dims=(None, 0, 0),
+                    chunk_size=chunk)(wrt, imgs, labs)
     logit_rows = label_logits.reshape(num_clusters, ipc, -1)
-    return vmap(grad(loss), in_dims=(None, 0, 0, 0))(detached, imgs, labs, logit_rows)
+    return vmap(grad(loss), in_dims=(None, 0, 0, 0), chunk_size=chunk)(wrt, imgs, labs, logit_rows)
+
+
+def synset_cluster_gradients_looped(model: nn.Module, params: Params, syn_images: torch.Tensor,
+                                    syn_labels: torch.Tensor, label_logits: torch.Tensor | None,
+                                    num_clusters: int, names: Sequence[str] | None = None
+                                    ) -> list[dict[str, torch.Tensor]]:
+    r"""The slow reference of :func:`synset_cluster_gradients`: one
+    ``torch.autograd.grad(..., create_graph=True)`` per cluster, one after another. Returns the K
+    gradient dicts as a list (each differentiable with respect to the images and soft labels)."""
+    ipc = len(syn_images) // num_clusters
+    names = list(params) if names is None else list(names)
+    leaves = {k: v.detach().requires_grad_(k in names) for k, v in params.items()}
+    out = []
+    for k in range(num_clusters):
+        rows = slice(k * ipc, (k + 1) * ipc)
+        logits = None if label_logits is None else label_logits[rows]
+        value = synset_loss(model, leaves, syn_images[rows], syn_labels[rows], logits)
+        grads = torch.autograd.grad(value, [leaves[n] for n in names], create_graph=True)
+        out.append(dict(zip(names, grads)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,7 +222,8 @@ def checkpoint_pairs(epochs: int, method: str, pairing: str, step_length: int) -
 def matching_objective(model: nn.Module, real_params: Params, syn_params: Params,
                        real_grads: dict[str, torch.Tensor], syn_images: torch.Tensor,
                        syn_labels: torch.Tensor, label_logits: torch.Tensor | None,
-                       num_clusters: int, distance: str, reverse: bool) -> torch.Tensor:
+                       num_clusters: int, distance: str, reverse: bool,
+                       vectorised: bool = True, chunk_images: int | None = VMAP_CHUNK_IMAGES) -> torch.Tensor:
     r"""One term of Eq. 6 summed over clusters:
 
     .. math:: \sum_\kappa \mathrm{Dist}\big(\nabla\mathcal L(\theta', \mathcal S_\kappa),\
@@ -176,12 +231,27 @@ def matching_objective(model: nn.Module, real_params: Params, syn_params: Params
 
     with the minus sign for reverse matching (DDM) and the plus sign for plain matching.
     ``real_grads`` are the detached cluster gradients at ``real_params`` (theta_t).
+
+    ``vectorised=True`` (the default) takes the K synset gradients in one torch.func pass and the
+    K distances with ``vmap``; ``False`` is the slow reference kept beside it: a Python loop of K
+    small double-backward graphs (:func:`synset_cluster_gradients_looped`), the same objective to
+    float32 rounding (tested; ``benchmarks/bench_distill.py`` times the two). ``chunk_images``:
+    see :func:`synset_cluster_gradients`.
     """
     del real_params  # the real gradients were taken there; kept for a readable call site
     dist = get_distance(distance)
-    syn_grads = synset_cluster_gradients(model, syn_params, syn_images, syn_labels, label_logits, num_clusters)
+    names = compared_parameters(distance, syn_params)
     sign = -1.0 if reverse else 1.0
-    targets = {k: sign * v for k, v in real_grads.items()}
+    if not vectorised:
+        per_cluster = synset_cluster_gradients_looped(model, syn_params, syn_images, syn_labels, label_logits,
+                                                      num_clusters, names)
+        total = torch.zeros((), dtype=syn_images.dtype, device=syn_images.device)
+        for k, syn_grads in enumerate(per_cluster):
+            total = total + dist(syn_grads, {n: sign * real_grads[n][k] for n in names})
+        return total
+    syn_grads = synset_cluster_gradients(model, syn_params, syn_images, syn_labels, label_logits, num_clusters,
+                                         names, chunk_images)
+    targets = {k: sign * real_grads[k] for k in names}
     return vmap(dist)(syn_grads, targets).sum()
 
 
