@@ -12,12 +12,15 @@ Names understood by :func:`load_dataset` (``DATASETS``, plus ``folder:PATH``):
 - ``mnist``, ``cifar10``, ``cifar100``: torchvision's copies under the data root, downloaded only
   when ``download=True``;
 - ``cifar10-jpeg``: an approximate JPEG copy of CIFAR-10 in ImageFolder layout;
-- ``tiny-imagenet``: Tiny ImageNet 200 in ImageFolder layout;
+- ``tiny-imagenet``: Tiny ImageNet 200 as the official ``tiny-imagenet-200.zip`` unpacks
+  (``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``),
+  or with ``val`` reorganised into ``val/<wnid>/`` class folders; its ``val`` split is the test split;
 - ``folder:PATH``: any ImageFolder layout ``PATH/{train,test}`` (or ``PATH/val`` for the test split).
 
 Invariant: for any ``per_class``, ``sub = load_dataset(name, split, root, per_class, seed)``
 satisfies ``sub.images == load_dataset(name, split, root).images[sub.source_indices]`` (and the
-same for the labels). For ImageFolder sets only the chosen files are decoded.
+same for the labels). For ImageFolder sets and Tiny ImageNet only the chosen files are decoded, and
+only after the whole layout of the split has been checked.
 
 This module reads no environment variables; :func:`ddm.config.resolve_data_root` does.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +211,9 @@ def load_dataset(
             )
         return _load_folder(name, split, directory, entry.mean, entry.std, per_class, seed, image_size)
     if entry.loader == "tiny-imagenet":
-        return _load_folder(name, split, _tiny_imagenet_dir(root, split), entry.mean, entry.std,
-                            per_class, seed, image_size)
+        classes, paths, labels, where = _list_tiny_imagenet(root, split, entry.subfolder or "tiny-imagenet-200")
+        return _decode_listing(name, split, where, classes, paths, labels, entry.mean, entry.std,
+                               per_class, seed, image_size)
     raise DataError(f"data set {name!r} has loader kind {entry.loader!r}, which ddm.data does not know; "
                     "add its branch to load_dataset")
 
@@ -284,27 +289,6 @@ def _load_torchvision(name: str, split: str, root: Path, per_class: int | None, 
     return _finish(name, split, images, labels[chosen], chosen, classes, mean, std, image_size)
 
 
-def _tiny_imagenet_dir(root: Path, split: str) -> Path:
-    base = root / "tiny-imagenet-200"
-    directory = base / ("train" if split == "train" else "val")
-    if not directory.is_dir():
-        raise DataError(
-            f"Tiny ImageNet not found: expected {directory}. torchvision cannot download it; unpack "
-            "tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip) there, or "
-            + _ROOT_FIX.format(layout="tiny-imagenet-200/{train,val}/<wnid>/")
-        )
-    if split == "test":
-        subdirs = [e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")]
-        if subdirs == ["images"] or ((directory / "val_annotations.txt").is_file() and (directory / "images").is_dir()):
-            raise DataError(
-                f"{directory} is in the original Tiny ImageNet layout (val/images/*.JPEG with labels in "
-                "val_annotations.txt), not in class folders. Reorganise it once: for each line "
-                "'<file> <wnid> ...' of val_annotations.txt move val/images/<file> to "
-                "val/<wnid>/<file>, then delete the empty val/images folder"
-            )
-    return directory
-
-
 def _folder_split_dir(path: Path, split: str) -> Path:
     if not path.is_dir():
         raise DataError(
@@ -319,6 +303,188 @@ def _folder_split_dir(path: Path, split: str) -> Path:
         f"{path} has no {' or '.join(candidates)} folder; lay it out as "
         f"{path}/{candidates[0]}/<class>/<image files> (the ImageFolder layout)"
     )
+
+
+# --- Tiny ImageNet --------------------------------------------------------------------------
+
+_TINY_ZIP = "tiny-imagenet-200.zip (http://cs231n.stanford.edu/tiny-imagenet-200.zip)"
+_TINY_ANNOTATIONS = "val_annotations.txt"
+
+
+def _tiny_imagenet_base(root: Path, subfolder: str) -> Path:
+    """The unpacked ``tiny-imagenet-200`` folder under ``root``.
+
+    Tried in order: ``root/<subfolder>`` (the registry's ``tiny-imagenet-200``, where unzipping into the
+    data root puts it), ``root/tiny-imagenet/<subfolder>`` (the shared data folder's layout) and
+    ``root/tiny-imagenet`` (the unpacked folder renamed). The first that holds ``wnids.txt``, ``train/``
+    or ``val/`` wins.
+    """
+    candidates = [root / subfolder, root / "tiny-imagenet" / subfolder, root / "tiny-imagenet"]
+    for base in candidates:
+        if base.is_dir() and any((base / part).exists() for part in ("wnids.txt", "train", "val")):
+            return base
+    tried = ", ".join(str(c) for c in candidates)
+    raise DataError(
+        f"Tiny ImageNet not found: none of {tried} holds wnids.txt, train/ or val/. torchvision cannot "
+        f"download it; unpack {_TINY_ZIP} into the data root (giving {root / subfolder}/{{wnids.txt,train,val}}), or "
+        + _ROOT_FIX.format(layout=f"{subfolder}/ or tiny-imagenet/{subfolder}/")
+    )
+
+
+def _tiny_imagenet_classes(base: Path, split_dir: Path) -> tuple[str, ...]:
+    """The wnids, sorted (torchvision's ImageFolder order, so both layouts give the same labels).
+
+    From ``base/wnids.txt``; without it, from the class folders of ``base/train`` (else of ``split_dir``).
+    """
+    wnids_file = base / "wnids.txt"
+    if wnids_file.is_file():
+        wnids = [line.strip() for line in wnids_file.read_text().splitlines() if line.strip()]
+        bad = [w for w in wnids if len(w.split()) != 1 or w.startswith(".")]
+        duplicates = sorted(w for w, n in Counter(wnids).items() if n > 1)
+        if bad or duplicates or len(wnids) < 2:
+            raise DataError(
+                f"{wnids_file} is malformed ({len(wnids)} entries; malformed {bad[:5]}, repeated {duplicates[:5]}); "
+                f"it must list one wnid per line, at least two, each once: restore it from {_TINY_ZIP}"
+            )
+        return tuple(sorted(wnids))
+    folder = base / "train" if (base / "train").is_dir() else split_dir
+    if not folder.is_dir():
+        raise DataError(f"{wnids_file} is missing and there is no {base / 'train'} to take the classes from; "
+                        f"restore wnids.txt from {_TINY_ZIP}")
+    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
+    if len(classes) < 2:
+        raise DataError(f"{wnids_file} is missing and {folder} has {len(classes)} class folder(s); "
+                        f"restore wnids.txt from {_TINY_ZIP}")
+    return classes
+
+
+def _check_class_folders(directory: Path, classes: tuple[str, ...], what: str) -> None:
+    """Every wnid has a folder in ``directory`` and every folder is a wnid."""
+    present = {e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")}
+    missing = [c for c in classes if c not in present]
+    unknown = sorted(present - set(classes))
+    if missing or unknown:
+        raise DataError(
+            f"{directory} does not match the {len(classes)} wnids of {what}: "
+            + (f"{len(missing)} wnid folder(s) missing {missing[:5]}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"{len(unknown)} folder(s) that are not wnids {unknown[:5]}" if unknown else "")
+            + f". Expected {directory}/<wnid>/ for each wnid ("
+            + ("the official layout is train/<wnid>/images/*.JPEG" if directory.name == "train" else
+               "or the official layout: val/images/*.JPEG labelled by val/val_annotations.txt")
+            + f"); re-unpack {_TINY_ZIP}, or fix wnids.txt"
+        )
+
+
+def _list_by_wnid_folders(directory: Path, classes: tuple[str, ...], what: str) -> tuple[list[str], np.ndarray]:
+    """Image files under ``directory/<wnid>/`` (recursively: ``<wnid>/images/`` too), sorted per class."""
+    _check_class_folders(directory, classes, what)
+    samples = make_dataset(str(directory), {c: i for i, c in enumerate(classes)},
+                           extensions=IMG_EXTENSIONS, allow_empty=True)
+    paths = [path for path, _ in samples]
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(
+            f"{len(empty)} wnid folder(s) of {directory} hold no images {empty[:5]} (extensions "
+            f"{', '.join(IMG_EXTENSIONS)}); restore their images from {_TINY_ZIP}"
+        )
+    return paths, labels
+
+
+def _list_val_annotations(val: Path, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """The official validation layout: ``val/images/<file>`` labelled by ``val/val_annotations.txt``.
+
+    Each line is ``<file> <wnid> [box...]`` (tab-separated in the archive). Files come back ordered by
+    (label, file name), the order of the reorganised ``val/<wnid>/<file>`` layout, so both layouts
+    give the same split. Images in ``val/images`` that no line names are ignored (logged).
+    """
+    annotations = val / _TINY_ANNOTATIONS
+    images = val / "images"
+    if not annotations.is_file():
+        raise DataError(
+            f"{annotations} is missing: {images} holds the validation images but their labels are in "
+            f"that file (lines '<file> <wnid> x0 y0 x1 y1'). Restore it from {_TINY_ZIP}"
+        )
+    if not images.is_dir():
+        raise DataError(
+            f"{images} is missing: {annotations} labels validation images that should be in {images}/. "
+            f"Restore the folder from {_TINY_ZIP}, or lay val out as val/<wnid>/<file> class folders"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    on_disk = {e.name for e in os.scandir(images) if e.is_file()}
+    rows: list[tuple[int, str]] = []
+    malformed, unknown, absent, repeated = [], [], [], []
+    seen: set[str] = set()
+    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            malformed.append(number)
+            continue
+        file, wnid = fields[0], fields[1]
+        if wnid not in index:
+            unknown.append(f"line {number}: {wnid}")
+        elif file not in on_disk:
+            absent.append(f"line {number}: {file}")
+        elif file in seen:
+            repeated.append(f"line {number}: {file}")
+        else:
+            seen.add(file)
+            rows.append((index[wnid], file))
+    problems = []
+    if malformed:
+        problems.append(f"{len(malformed)} line(s) without '<file> <wnid>' (lines {malformed[:5]})")
+    if unknown:
+        problems.append(f"{len(unknown)} line(s) name a wnid not in wnids.txt ({unknown[:5]})")
+    if absent:
+        problems.append(f"{len(absent)} line(s) name an image missing from {images} ({absent[:5]})")
+    if repeated:
+        problems.append(f"{len(repeated)} repeated image(s) ({repeated[:5]})")
+    if problems:
+        raise DataError(
+            f"{annotations} does not match the data: " + "; ".join(problems)
+            + f". Restore val/ and wnids.txt from {_TINY_ZIP} (or remove the offending lines in your own copy)"
+        )
+    counts = np.bincount(np.asarray([r[0] for r in rows], dtype=np.int64), minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(
+            f"{len(empty)} wnid(s) of wnids.txt have no validation image in {annotations} {empty[:5]}; "
+            f"every class needs at least one: restore val/ from {_TINY_ZIP}"
+        )
+    unlabelled = len(on_disk) - len(rows)
+    if unlabelled > 0:
+        logger.warning("%d file(s) in %s are not named in %s; ignored", unlabelled, images, annotations)
+    rows.sort()
+    return [str(images / file) for _, file in rows], np.asarray([label for label, _ in rows], dtype=np.int64)
+
+
+def _list_tiny_imagenet(root: Path, split: str, subfolder: str) -> tuple[tuple[str, ...], list[str], np.ndarray, Path]:
+    """Classes, files and labels of a Tiny ImageNet split, the layout checked and nothing decoded.
+
+    Reads the official archive's layout (``train/<wnid>/images/``, ``val/images/`` with
+    ``val/val_annotations.txt``) and the ImageFolder one (``val/<wnid>/``). Writes nothing.
+    """
+    base = _tiny_imagenet_base(root, subfolder)
+    directory = base / ("train" if split == "train" else "val")
+    if not directory.is_dir():
+        raise DataError(
+            f"Tiny ImageNet's {split} split not found: expected {directory} (the test split is the "
+            f"official val/ folder). Re-unpack {_TINY_ZIP} so that {base}/{{train,val}} exist"
+        )
+    classes = _tiny_imagenet_classes(base, directory)
+    what = f"{base / 'wnids.txt'}" if (base / "wnids.txt").is_file() else f"{base / 'train'}"
+    if split == "train":
+        paths, labels = _list_by_wnid_folders(directory, classes, what)
+    elif (directory / "images").is_dir() or (
+            (directory / _TINY_ANNOTATIONS).is_file() and not any((directory / c).is_dir() for c in classes)):
+        paths, labels = _list_val_annotations(directory, classes)  # the official val layout
+    else:
+        paths, labels = _list_by_wnid_folders(directory, classes, what)
+    return classes, paths, labels, directory
 
 
 # --- ImageFolder sets ------------------------------------------------------------------------
@@ -367,6 +533,13 @@ def _decode(path: str, mode: str) -> torch.Tensor:
 def _load_folder(name: str, split: str, directory: Path, mean: tuple[float, ...], std: tuple[float, ...],
                  per_class: int | None, seed: int, image_size: int | None) -> ImageData:
     classes, paths, labels = _list_folder(directory)
+    return _decode_listing(name, split, directory, classes, paths, labels, mean, std, per_class, seed, image_size)
+
+
+def _decode_listing(name: str, split: str, directory: Path, classes: Sequence[str], paths: Sequence[str],
+                    labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+                    per_class: int | None, seed: int, image_size: int | None) -> ImageData:
+    """Decode only the chosen files of a checked listing (``paths[i]`` has label ``labels[i]``)."""
     chosen = _subset(labels, per_class, seed, classes, name)
     logger.info("decoding %d of %d images from %s", len(chosen), len(paths), directory)
     images = []

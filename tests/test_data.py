@@ -1,4 +1,5 @@
-"""Tests of ddm.data: the embedded digits, real MNIST and the CIFAR-10 JPEG copy, and every error path.
+"""Tests of ddm.data: the embedded digits, real MNIST, the CIFAR-10 JPEG copy, Tiny ImageNet's official
+layout (generated, and the shared subset), and every error path.
 
 Real data come from ``$DDM_DATA_ROOT`` if set, else ``../shared/data`` beside the repository; tests
 that need a set skip, saying so, when it is absent. All tests run on a CPU in seconds.
@@ -24,6 +25,10 @@ HAS_CIFAR_JPEG = (SHARED / "cifar10-jpeg" / "train").is_dir()
 needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"real MNIST not found under {SHARED}/mnist (set DDM_DATA_ROOT)")
 needs_cifar_jpeg = pytest.mark.skipif(
     not HAS_CIFAR_JPEG, reason=f"CIFAR-10 JPEG copy not found under {SHARED}/cifar10-jpeg (set DDM_DATA_ROOT)"
+)
+HAS_TINY = (SHARED / "tiny-imagenet" / "tiny-imagenet-200" / "wnids.txt").is_file()
+needs_tiny = pytest.mark.skipif(
+    not HAS_TINY, reason=f"Tiny-ImageNet subset not found under {SHARED}/tiny-imagenet/tiny-imagenet-200 (set DDM_DATA_ROOT)"
 )
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -222,9 +227,194 @@ def test_folder_loads_with_val_as_test(tmp_path: Path) -> None:
         load_dataset(f"folder:{base}", "train", tmp_path)
 
 
-def test_tiny_imagenet_original_val_layout_explains_reorganisation(tmp_path: Path) -> None:
-    val = tmp_path / "tiny-imagenet-200" / "val"
-    (val / "images").mkdir(parents=True)
-    (val / "val_annotations.txt").write_text("val_0.JPEG\tn01443537\t0\t0\t63\t63\n")
-    with pytest.raises(DataError, match="val_annotations.txt"):
+# --- Tiny ImageNet: the official archive's layout ----------------------------------------------
+
+# wnids.txt order is deliberately not sorted: labels follow the sorted wnids.
+TINY_WNIDS = ("n03000000", "n01000000", "n02000000")
+TINY_TRAIN, TINY_VAL = 4, 3  # images per class
+
+
+def _tiny_pixel(label: int, index: int) -> tuple[int, int, int]:
+    """A flat colour that encodes (label, index) and survives JPEG: red = label, green = index."""
+    return 60 * label + 30, 40 * index + 20, 128
+
+
+def _tiny_imagenet(root: Path, folder: str = "tiny-imagenet-200", size: int = 8) -> Path:
+    """Write Tiny ImageNet as the official zip unpacks, with TINY_TRAIN/TINY_VAL images per class.
+
+    Validation images are interleaved across classes in the annotation file, as in the archive.
+    Returns the unpacked ``tiny-imagenet-200`` folder.
+    """
+    base = root / folder
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    (base / "words.txt").write_text("".join(f"{w}\tthing {w}\n" for w in TINY_WNIDS))
+    labels = {w: i for i, w in enumerate(sorted(TINY_WNIDS))}
+    for wnid in TINY_WNIDS:
+        images = base / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        boxes = []
+        for i in range(TINY_TRAIN):
+            Image.new("RGB", (size, size), _tiny_pixel(labels[wnid], i)).save(images / f"{wnid}_{i}.JPEG", "JPEG", quality=95)
+            boxes.append(f"{wnid}_{i}.JPEG\t0\t0\t{size - 1}\t{size - 1}\n")
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
+    (base / "val" / "images").mkdir(parents=True)
+    lines, k = [], 0
+    for i in range(TINY_VAL):
+        for wnid in TINY_WNIDS:
+            Image.new("RGB", (size, size), _tiny_pixel(labels[wnid], i)).save(
+                base / "val" / "images" / f"val_{k}.JPEG", "JPEG", quality=95)
+            lines.append(f"val_{k}.JPEG\t{wnid}\t0\t0\t{size - 1}\t{size - 1}\n")
+            k += 1
+    (base / "val" / "val_annotations.txt").write_text("".join(lines))
+    return base
+
+
+def _tree(path: Path) -> list[tuple[str, int]]:
+    return sorted((str(f.relative_to(path)), f.stat().st_size) for f in path.rglob("*"))
+
+
+@pytest.fixture
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every image ddm.data decodes."""
+    import ddm.data
+
+    calls: list[str] = []
+    original = ddm.data._decode
+
+    def counting(path: str, mode: str) -> torch.Tensor:
+        calls.append(path)
+        return original(path, mode)
+
+    monkeypatch.setattr(ddm.data, "_decode", counting)
+    return calls
+
+
+@pytest.mark.parametrize("folder", ["tiny-imagenet-200", "tiny-imagenet/tiny-imagenet-200", "tiny-imagenet"])
+def test_tiny_imagenet_official_layout_loads(tmp_path: Path, folder: str, count_decodes: list[str]) -> None:
+    base = _tiny_imagenet(tmp_path / "root", folder)
+    before = _tree(tmp_path)
+    sorted_wnids = tuple(sorted(TINY_WNIDS))
+    for split, per_split in (("train", TINY_TRAIN), ("test", TINY_VAL)):
+        full = load_dataset("tiny-imagenet", split, tmp_path / "root")
+        assert full.classes == sorted_wnids and full.num_classes == 3 and full.split == split
+        assert full.images.shape == (3 * per_split, 3, 8, 8)
+        assert torch.equal(full.source_indices, torch.arange(3 * per_split))
+        assert np.bincount(full.labels.numpy()).tolist() == [per_split] * 3
+        # The red channel encodes the label the file was written for: labels come from the folder
+        # (train) or from val_annotations.txt (test), never from the file order.
+        red = full.denormalise(full.images)[:, 0].mean(dim=(1, 2)) * 255
+        expected = torch.tensor([_tiny_pixel(int(label), 0)[0] for label in full.labels], dtype=red.dtype)
+        assert torch.allclose(red, expected, atol=4), (red, expected)
+        count_decodes.clear()
+        sub = load_dataset("tiny-imagenet", split, tmp_path / "root", per_class=2, seed=3)
+        assert len(count_decodes) == 6, "only the chosen files are decoded"
+        assert np.bincount(sub.labels.numpy()).tolist() == [2, 2, 2]
+        assert torch.equal(sub.images, full.images[sub.source_indices])
+        assert torch.equal(sub.labels, full.labels[sub.source_indices])
+        again = load_dataset("tiny-imagenet", split, tmp_path / "root", per_class=2, seed=3)
+        assert torch.equal(again.source_indices, sub.source_indices) and torch.equal(again.images, sub.images)
+        other = [load_dataset("tiny-imagenet", split, tmp_path / "root", per_class=2, seed=s).source_indices
+                 for s in range(4, 8)]
+        assert any(not torch.equal(o, sub.source_indices) for o in other), "the seed must change the subset"
+    assert _tree(tmp_path) == before, "the loader must not write into the data folder"
+    assert (base / "val" / "images").is_dir()
+
+
+def test_tiny_imagenet_reorganised_val_gives_the_same_split(tmp_path: Path) -> None:
+    official = _tiny_imagenet(tmp_path / "official")
+    reorganised = _tiny_imagenet(tmp_path / "reorganised")
+    val = reorganised / "val"
+    for line in (val / "val_annotations.txt").read_text().splitlines():
+        file, wnid = line.split()[:2]
+        (val / wnid).mkdir(exist_ok=True)
+        (val / "images" / file).rename(val / wnid / file)
+    (val / "images").rmdir()
+    a = load_dataset("tiny-imagenet", "test", tmp_path / "official", per_class=2, seed=1)
+    b = load_dataset("tiny-imagenet", "test", tmp_path / "reorganised", per_class=2, seed=1)
+    assert a.classes == b.classes == tuple(sorted(TINY_WNIDS))
+    assert torch.equal(a.source_indices, b.source_indices) and torch.equal(a.labels, b.labels)
+    assert torch.equal(a.images, b.images)
+    assert official.is_dir()
+
+
+def test_tiny_imagenet_without_wnids_takes_classes_from_train(tmp_path: Path) -> None:
+    base = _tiny_imagenet(tmp_path)
+    (base / "wnids.txt").unlink()
+    data = load_dataset("tiny-imagenet", "test", tmp_path)
+    assert data.classes == tuple(sorted(TINY_WNIDS)) and len(data) == 3 * TINY_VAL
+
+
+def _break_missing_annotations(base: Path) -> None:
+    (base / "val" / "val_annotations.txt").unlink()
+
+
+def _break_missing_image(base: Path) -> None:
+    (base / "val" / "images" / "val_4.JPEG").unlink()
+
+
+def _break_unknown_wnid(base: Path) -> None:
+    path = base / "val" / "val_annotations.txt"
+    path.write_text(path.read_text() + "val_0.JPEG\tn09999999\t0\t0\t7\t7\n")
+
+
+def _break_missing_train_folder(base: Path) -> None:
+    for file in (base / "train" / "n02000000").rglob("*"):
+        if file.is_file():
+            file.unlink()
+    (base / "train" / "n02000000" / "images").rmdir()
+    (base / "train" / "n02000000").rmdir()
+
+
+def _break_missing_wnids(base: Path) -> None:
+    """Without wnids.txt the classes come from train/<wnid>/; without both, val/images/ cannot name them."""
+    import shutil
+
+    (base / "wnids.txt").unlink()
+    shutil.rmtree(base / "train")
+
+
+@pytest.mark.parametrize("split, breaker, expected", [
+    ("test", _break_missing_annotations, ["val_annotations.txt is missing", "Restore it from tiny-imagenet-200.zip"]),
+    ("test", _break_missing_image, ["image missing from", "line 5: val_4.JPEG", "Restore val/"]),
+    ("test", _break_unknown_wnid, ["wnid not in wnids.txt", "n09999999", "line 10"]),
+    ("train", _break_missing_train_folder, ["wnid folder(s) missing ['n02000000']", "train/<wnid>/images/*.JPEG"]),
+    ("test", _break_missing_wnids, ["wnids.txt is missing", "restore wnids.txt"]),
+])
+def test_tiny_imagenet_broken_layout_fails_before_decoding(tmp_path: Path, count_decodes: list[str], split: str,
+                                                           breaker, expected: list[str]) -> None:
+    base = _tiny_imagenet(tmp_path)
+    breaker(base)
+    with pytest.raises(DataError) as info:
+        load_dataset("tiny-imagenet", split, tmp_path, per_class=1)
+    message = str(info.value)
+    for text in expected:
+        assert text in message, message
+    assert count_decodes == [], "no image may be decoded before the layout is checked"
+
+
+def test_tiny_imagenet_missing_names_both_folders(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
         load_dataset("tiny-imagenet", "test", tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "tiny-imagenet-200") in message
+    assert str(tmp_path / "tiny-imagenet" / "tiny-imagenet-200") in message
+    assert "DDM_DATA_ROOT" in message
+
+
+@needs_tiny
+def test_tiny_imagenet_shared_subset_loads(count_decodes: list[str]) -> None:
+    wnids = (SHARED / "tiny-imagenet" / "tiny-imagenet-200" / "wnids.txt").read_text().split()
+    for split, available in (("train", 50), ("test", 10)):
+        # The whole layout is listed and checked, and the subset's size limit reported, with no decode.
+        with pytest.raises(DataError, match=f"per_class <= {available}"):
+            load_dataset("tiny-imagenet", split, SHARED, per_class=available + 1)
+        assert count_decodes == []
+        data = load_dataset("tiny-imagenet", split, SHARED, per_class=2, seed=0)
+        assert len(count_decodes) == 400, "only the 2 x 200 chosen files are decoded"
+        count_decodes.clear()
+        assert data.classes == tuple(sorted(wnids)) and data.num_classes == 200
+        assert data.images.shape == (400, 3, 64, 64) and data.images.dtype == torch.float32
+        assert np.bincount(data.labels.numpy(), minlength=200).tolist() == [2] * 200
+        assert int(data.source_indices.max()) < 200 * available
+        assert data.denormalise(data.images).min() >= 0
