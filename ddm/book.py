@@ -250,3 +250,71 @@ def show_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(shown[column]):
             shown[column] = [format_number(v.item() if hasattr(v, "item") else v, digits) for v in shown[column]]
     return shown
+
+
+# ------------------------------------------------------------------------------- Table 5
+_SETTING_ROWS = {  # Table 5's column -> (the book's words, how to read it from a profile's configuration)
+    "lr_net": ("network learning rate", lambda c: c.train.lr),
+    "lr_img": ("synthetic-image learning rate", lambda c: c.distill.lr_img),
+    "epochs": ("training epochs (tau)", lambda c: c.train.epochs),
+    "synset_steps": ("'step for synset' (Table 5, meaning not stated) / distillation steps (ours)", lambda c: c.distill.steps),
+    "step_length": ("step length s (Algorithm 1)", lambda c: c.distill.step_length),
+    "distance": ("gradient distance", lambda c: {"layerwise_cosine": "cosine (layer-wise)"}.get(
+        c.distill.distance, c.distill.distance)),
+}
+
+
+def _as_text(value: Any) -> str:
+    return BLANK if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
+
+
+def _settings_columns() -> tuple[dict[str, dict[str, Any]], dict[str, ExperimentConfig]]:
+    from ddm import paper
+
+    columns: dict[str, dict[str, Any]] = {f"paper, Table 5: {data}, {nets}": values
+                                          for (data, nets), values in paper.TABLE5.items()}
+    columns["paper, Sec. 4.1 (no data set named)"] = dict(paper.SEC41_SETTINGS)
+    configs = {name: make() for name, make in PROFILES.items()}
+    for name, c in configs.items():
+        columns[f"profile {name} ({dataset_label(c.data.name)}, {c.model.arch})"] = {
+            key: read(c) for key, (_, read) in _SETTING_ROWS.items()}
+    return columns, configs
+
+
+def settings_table() -> pd.DataFrame:
+    """Supp. Table 5 beside every profile of :data:`ddm.config.PROFILES`, generated, not typed:
+    one row per source (the paper's rows, Sec. 4.1, each profile), one column per setting. The
+    paper's values come from :data:`ddm.paper.TABLE5` and :data:`ddm.paper.SEC41_SETTINGS`, the
+    profiles' from their configurations; :func:`settings_notes` says where they disagree."""
+    columns, _ = _settings_columns()
+    rows = [{"source": header, **{words: _as_text(values.get(key)) for key, (words, _) in _SETTING_ROWS.items()}}
+            for header, values in columns.items()]
+    return pd.DataFrame(rows).set_index("source")
+
+
+def settings_notes() -> str:
+    """Markdown bullets: the paper's own conflicts (Sec. 4.1 against Table 5) and every profile that
+    departs from the paper's ConvNet row for its data set (digits and image folders against MNIST's)."""
+    from ddm import paper
+
+    _, configs = _settings_columns()
+    cnn = {data: values for (data, nets), values in paper.TABLE5.items() if not nets.endswith("ViT")}
+
+    def paper_row(config: ExperimentConfig) -> dict[str, Any]:
+        key = datasets.paper_key(config.data.name)
+        return cnn["MNIST"] if key in (None, "mnist") else next(v for d, v in cnn.items() if d != "MNIST")
+
+    lines = []
+    for key, (words, read) in _SETTING_ROWS.items():
+        notes = []
+        if key in paper.SEC41_SETTINGS:
+            by_data = "; ".join(f"{_as_text(v[key])} for {d}" for d, v in cnn.items())
+            notes.append(f"the paper conflicts: Table 5 gives {by_data} (CNNs), Sec. 4.1 gives "
+                         f"{_as_text(paper.SEC41_SETTINGS[key])}")
+        departs = [f"{name} {_as_text(read(c))}" for name, c in configs.items()
+                   if not _as_text(read(c)).startswith(_as_text(paper_row(c)[key]))]
+        if departs:
+            notes.append("our profiles differ from the paper's row for their data set: " + ", ".join(departs))
+        if notes:
+            lines.append(f"* **{words}**: " + "; ".join(notes) + ".")
+    return "\n".join(lines)

@@ -46,3 +46,19 @@ def paper_key(dataset: str) -> str | None:
 
 # Sec. 4.1: C = 10 clusters per class (K = 100 on MNIST and CIFAR-10, 1,000 on CIFAR-100).
 CLUSTERS_PER_CLASS = 10
+
+
+# Supp. Table 5, the settings: (data set, networks) -> lr_net, lr_img, training epochs, "step for
+# synset", step length, distance; the four data sets share the CNN row and the ViT row but MNIST's lr_net.
+TABLE5 = {
+    ("MNIST", "ConvNet / AlexNet / ResNet"): {"lr_net": 0.001, "lr_img": 0.1, "epochs": 30, "synset_steps": 50,
+                                             "step_length": 4, "distance": "cosine"},
+    ("MNIST", "Simple ViT"): {"lr_net": 0.001, "lr_img": 0.005, "epochs": 30, "synset_steps": 50,
+                              "step_length": 4, "distance": "MSE"},
+    ("CIFAR-10/100, Tiny ImageNet", "ConvNet / AlexNet / ResNet"): {
+        "lr_net": 0.01, "lr_img": 0.1, "epochs": 30, "synset_steps": 50, "step_length": 4, "distance": "cosine"},
+    ("CIFAR-10/100, Tiny ImageNet", "Simple ViT"): {
+        "lr_net": 0.01, "lr_img": 0.005, "epochs": 30, "synset_steps": 50, "step_length": 4, "distance": "MSE"},
+}
+# Sec. 4.1 ("Training details") says otherwise for the learning rates, without naming a data set.
+SEC41_SETTINGS = {"lr_img": 10.0, "lr_net": 0.01}

@@ -244,3 +244,26 @@ def test_page_checker_parses_what_it_checks() -> None:
     assert dom.images == ["../_images/a.png"]
     assert check_pages.is_remote(dom.stylesheets[0]) and not check_pages.is_remote(dom.scripts[0])
     assert check_pages.local_target(Path("/b/html/x/p.html"), "../_images/a.png") == Path("/b/html/_images/a.png")
+
+
+def test_settings_table_is_generated_from_the_paper_and_the_profiles() -> None:
+    from ddm import book, paper
+    from ddm.config import PROFILES, get_profile
+
+    table = book.settings_table()
+    profiles = [r for r in table.index if r.startswith("profile ")]
+    assert [r.split()[1] for r in profiles] == list(PROFILES)
+    cpu = next(r for r in profiles if r.startswith("profile cpu "))
+    assert table.loc[cpu, "network learning rate"] == f"{get_profile('cpu').train.lr:g}"
+    assert table.loc[cpu, "training epochs (tau)"] == str(get_profile("cpu").train.epochs)
+    mnist = next(r for r in table.index if r.startswith("paper, Table 5: MNIST, ConvNet"))
+    assert table.loc[mnist, "network learning rate"] == \
+        f"{paper.TABLE5[('MNIST', 'ConvNet / AlexNet / ResNet')]['lr_net']:g}"
+    notes = {line.split("**")[1]: line for line in book.settings_notes().splitlines()}
+    # the paper's own conflict is named where it is, and only there
+    assert "Sec. 4.1 gives 10" in notes["synthetic-image learning rate"]
+    assert "conflicts" not in notes["step length s (Algorithm 1)"]
+    assert "gradient distance" not in notes  # every profile uses the paper's cosine
+    # the paper profile keeps Table 5's MNIST network rate: it is not listed as departing from it
+    departs = notes["network learning rate"].split("differ from the paper's row for their data set:")[-1]
+    assert "cpu 0.05" in departs and "paper" not in departs
