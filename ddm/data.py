@@ -376,15 +376,22 @@ def _check_class_folders(directory: Path, classes: tuple[str, ...], what: str) -
         )
 
 
-def _list_by_wnid_folders(directory: Path, classes: tuple[str, ...], what: str) -> tuple[list[str], np.ndarray]:
-    """Image files under ``directory/<wnid>/`` (recursively: ``<wnid>/images/`` too), sorted per class."""
-    _check_class_folders(directory, classes, what)
+def _files_by_class(directory: Path, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray, list[str]]:
+    """The image files under ``directory/<class>/`` (recursively, sorted within each class, as
+    torchvision's ImageFolder lists them), their labels (index in ``classes``) and the classes
+    that hold no image; nothing is decoded."""
     samples = make_dataset(str(directory), {c: i for i, c in enumerate(classes)},
                            extensions=IMG_EXTENSIONS, allow_empty=True)
     paths = [path for path, _ in samples]
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     counts = np.bincount(labels, minlength=len(classes))
-    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    return paths, labels, [classes[i] for i in np.flatnonzero(counts == 0)]
+
+
+def _list_by_wnid_folders(directory: Path, classes: tuple[str, ...], what: str) -> tuple[list[str], np.ndarray]:
+    """Image files under ``directory/<wnid>/`` (recursively: ``<wnid>/images/`` too), sorted per class."""
+    _check_class_folders(directory, classes, what)
+    paths, labels, empty = _files_by_class(directory, classes)
     if empty:
         raise DataError(
             f"{len(empty)} wnid folder(s) of {directory} hold no images {empty[:5]} (extensions "
@@ -503,12 +510,7 @@ def _list_folder(directory: Path) -> tuple[tuple[str, ...], list[str], np.ndarra
             "needs at least two: put the images of each class in their own sub-folder, "
             f"{directory}/<class>/<image files>"
         )
-    samples = make_dataset(str(directory), {c: i for i, c in enumerate(classes)},
-                           extensions=IMG_EXTENSIONS, allow_empty=True)
-    paths = [path for path, _ in samples]
-    labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(classes))
-    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    paths, labels, empty = _files_by_class(directory, classes)
     if empty:
         raise DataError(
             f"class folder(s) {empty} in {directory} hold no images (extensions {', '.join(IMG_EXTENSIONS)}); "
