@@ -240,11 +240,12 @@ def _perturbation_masks(K: int, online) -> tuple[torch.Tensor, str]:
     """The keep-masks DDM's W is fitted on (Eq. 8): the unperturbed model and the K leave-one-out
     masks (then W_k is exactly y(all) - y(without k)), or random masks when
     ``online.n_perturbations`` > 0 (at least K + 1 of them, as the chapters fit W)."""
-    from ddm.online import leave_one_out_masks, random_masks
+    from ddm.evaluation import perturbation_masks
+    from ddm.online import leave_one_out_masks
 
     if online.n_perturbations > 0:
-        count = max(K + 1, online.n_perturbations)
-        return random_masks(K, count, online.delete_fraction, online.seed), f"Eq. 8 on {count} random masks"
+        masks = perturbation_masks(K, online)
+        return masks, f"Eq. 8 on {len(masks)} random masks"
     masks = torch.cat([torch.ones(1, K, dtype=torch.bool), leave_one_out_masks(K)])
     return masks, f"Eq. 8 on the {K} leave-one-out masks"
 

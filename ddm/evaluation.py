@@ -41,13 +41,13 @@ from ddm.experiment import Experiment
 from ddm.matching import Synset
 from ddm.metrics import (bootstrap_ci, dist1, dist2, dist3, linear_datamodeling_score, margins,
                          output_distance, rowwise_spearman, top1_agreement)
-from ddm.online import leave_one_out_masks, random_masks
+from ddm.online import leave_one_out_masks, random_masks, removal_sets
 
 __all__ = [
     "GroundTruth", "leave_one_out_ground_truth", "ddm_effects", "baseline_effects", "tenth_rate",
     "MethodScores", "score_methods", "scores_table", "comparison_table", "located_metrics",
-    "best_dist1_x100", "calibration", "EffectScale", "measure_effect_scale", "effect_scale",
-    "fit_attribution", "lds_masks", "LdsEvaluation", "lds_evaluation", "HierarchicalComparison",
+    "best_dist1_x100", "calibration", "EffectScale", "measure_effect_scale",
+    "fit_attribution", "perturbation_masks", "lds_masks", "LdsEvaluation", "lds_evaluation", "HierarchicalComparison",
     "hierarchical_vs_flat", "class_by_cluster", "batch_effects", "output_distance",
     "RANDOM", "NEAREST_CENTROID", "TRACIN", "REAL_ASCENT", "NOISE_FLOOR", "EXACT", "DDM_W", "LABELS",
 ]
@@ -272,16 +272,6 @@ def measure_effect_scale(truth: GroundTruth) -> EffectScale:
     return EffectScale(float(np.abs(truth.exact_effects()).mean()), change, float(flips * 100))
 
 
-def effect_scale(truth: GroundTruth) -> dict[str, float]:
-    """:func:`measure_effect_scale` as a dict keyed in words (for the command line's output)."""
-    scale = measure_effect_scale(truth)
-    out = {"mean |effect| of one cluster (margin)": scale.mean_abs_effect}
-    for seed, change in scale.mean_abs_order_change.items():
-        out[f"mean |margin change| from order seed {seed}"] = change
-    out["predictions flipped by one cluster (%)"] = scale.flipped_pct
-    return out
-
-
 # ------------------------------------------------------------------------------------------ Eq. 8 and the LDS
 def fit_attribution(exp: Experiment, synset: Synset, images: torch.Tensor,
                     keep_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,6 +279,13 @@ def fit_attribution(exp: Experiment, synset: Synset, images: torch.Tensor,
     take the logits on ``images`` (N, ...), and fit ``y(p) ~ W^T p + b`` by weighted least squares.
     Returns W (K, N, L) and b (N, L)."""
     return _fit(keep_masks, exp.perturbed_outputs(synset, keep_masks, images))
+
+
+def perturbation_masks(num_clusters: int, online: OnlineConfig) -> torch.Tensor:
+    """The random keep-masks W is fitted on by Eq. 8: |P| = max(K + 1, ``online.n_perturbations``)
+    masks, each deleting every cluster with probability ``online.delete_fraction`` (seeded)."""
+    count = max(num_clusters + 1, online.n_perturbations)
+    return random_masks(num_clusters, count, online.delete_fraction, online.seed)
 
 
 def _fit(keep_masks: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,13 +326,12 @@ class LdsEvaluation:
 def lds_evaluation(exp: Experiment, synset: Synset, clustering: Clustering, truth: GroundTruth,
                    loo_effects: Mapping[str, np.ndarray]) -> LdsEvaluation:
     """Cluster-level linear datamodeling score. W is fitted by Eq. 8 (:func:`fit_attribution`)
-    on DDM's own perturbed models (random masks, |P| = max(K + 1, n_perturbations)); it then
+    on DDM's own perturbed models (:func:`perturbation_masks`); it then
     predicts the margins of random multi-cluster removals (:func:`lds_masks`) that were retrained
     exactly. Every method of ``loo_effects`` (N, K) predicts them additively, as the target's
     margin minus the sum of the deleted clusters' effects."""
     K = clustering.num_clusters
-    online = exp.config.online
-    masks = random_masks(K, max(K + 1, online.n_perturbations), online.delete_fraction, online.seed)
+    masks = perturbation_masks(K, exp.config.online)
     x = exp.test.images[truth.test_index]
     start = time.perf_counter()
     outputs = exp.perturbed_outputs(synset, masks, x)                            # (P, N, L)
@@ -343,8 +339,7 @@ def lds_evaluation(exp: Experiment, synset: Synset, clustering: Clustering, trut
     fit_seconds = time.perf_counter() - start
     d = truth.directions[None]
     test_masks = lds_masks(exp, K)
-    removal = [tuple(torch.nonzero(~m).flatten().tolist()) for m in test_masks]
-    actual = margins(exp.exact_retrain_logits(removal, clustering)[:, truth.test_index], d).numpy()   # (M, N)
+    actual = margins(exp.exact_retrain_logits(removal_sets(test_masks), clustering)[:, truth.test_index], d).numpy()   # (M, N)
 
     def predicted_by_w(keep: torch.Tensor) -> torch.Tensor:                      # (M, N) margins
         return margins(predict_outputs(W.reshape(K, -1), b.reshape(-1), keep).reshape(len(keep), *b.shape), d)
@@ -491,21 +486,3 @@ def batch_effects(exp: Experiment, synset: Synset, label: int, size: int) -> np.
     outputs = exp.perturbed_outputs(synset, leave_one_out_masks(K), x)
     W = leave_one_out_attribution(target, outputs)
     return margin_effects(W, margin_direction(target, y)).numpy().mean(0)
-
-
-# ------------------------------------------------------------------------------------------ unlearning
-@dataclass
-class UnlearnAll:
-    """Fine-tuning the target on the whole synset (Table 4): the accuracies it reaches."""
-
-    accuracies: dict[str, float] = field(default_factory=dict)
-
-
-def finetune_all_accuracy(exp: Experiment, synset: Synset, steps: int, lr: float) -> float:
-    """Accuracy on the test split after fine-tuning theta_tau on every synthetic image at once."""
-    from ddm.online import finetune
-    from ddm.training import accuracy, predict_logits
-
-    model = exp.new_model()
-    params = finetune(model, exp.target().final, synset.images, synset.labels, synset.label_logits, steps, lr)
-    return accuracy(predict_logits(model, params, exp.test.images), exp.test.labels)

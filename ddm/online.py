@@ -135,6 +135,11 @@ def leave_one_out_masks(num_clusters: int) -> torch.Tensor:
     return ~torch.eye(num_clusters, dtype=torch.bool)
 
 
+def removal_sets(keep_masks: torch.Tensor) -> list[tuple[int, ...]]:
+    """The clusters each keep-mask (M, K) deletes, as the removal sets exact retraining takes."""
+    return [tuple(torch.nonzero(~mask).flatten().tolist()) for mask in keep_masks]
+
+
 def random_masks(num_clusters: int, count: int, delete_fraction: float, seed: int) -> torch.Tensor:
     """(count, K) bool keep-masks; each cluster deleted with probability ``delete_fraction``,
     at least one deletion per mask (a mask deleting nothing carries no information)."""

@@ -160,3 +160,10 @@ def test_gradient_ascent_on_a_cluster_moves_toward_its_exact_retrain() -> None:
     # Measured when written: cluster 6 (9 images): 9.625 -> 6.74; cluster 2 (8): 7.121 -> 5.34;
     # cluster 18 (7): 4.488 -> 2.47 (ratios 0.70, 0.75, 0.55).
     print("distance of test logits to the exact retrain, target -> after ascent:", "; ".join(report))
+
+
+def test_removal_sets_name_the_deleted_clusters() -> None:
+    from ddm.online import removal_sets
+
+    keep = torch.tensor([[True, False, True, False], [True, True, True, True], [False, True, True, True]])
+    assert removal_sets(keep) == [(1, 3), (), (0,)]

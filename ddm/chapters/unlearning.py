@@ -32,7 +32,7 @@ from ddm.evaluation import lds_masks, tenth_rate
 from ddm.experiment import Experiment
 from ddm.matching import Synset
 from ddm.metrics import output_distance
-from ddm.online import finetune, leave_one_out_masks
+from ddm.online import finetune, leave_one_out_masks, removal_sets
 from ddm.training import Params, accuracy, predict_logits
 
 CHAPTER = "04_unlearning"
@@ -229,10 +229,9 @@ def deleted_rows(exp: Experiment, synset: Synset, clustering: Clustering, exact:
     K = clustering.num_clusters
     target = exp.target_logits(exp.test.images)
     subsets = lds_masks(exp, K)
-    removal = [tuple(torch.nonzero(~m).flatten().tolist()) for m in subsets]
     groups = [
         (ONE, [1] * K, exact, ddm_loo),
-        (SUBSETS, [int((~m).sum()) for m in subsets], exp.exact_retrain_logits(removal, clustering),
+        (SUBSETS, [int((~m).sum()) for m in subsets], exp.exact_retrain_logits(removal_sets(subsets), clustering),
          exp.perturbed_outputs(synset, subsets, exp.test.images)),
         (ALL, [K], predict_logits(exp.new_model(), exp.initial_params(), exp.test.images)[None], all_deleted[None]),
     ]
