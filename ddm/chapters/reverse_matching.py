@@ -141,15 +141,20 @@ def memorisation(real: torch.Tensor, synthetic: torch.Tensor, sources: torch.Ten
             "own_nearest": float((rank_t == 1).double().mean() * 100), "own_rank": float(np.median(rank_t.numpy()))}
 
 
-PRIVACY_COLUMNS = {"nearest": "mean cosine to the nearest real image",
+PRIVACY_COLUMNS = {"nearest": _NEAREST,
                    "highest": "highest cosine to a real image",
-                   "own": "mean cosine to its own starting image",
+                   "own": _OWN,
                    "own_nearest": "own start is the nearest real image (%)",
                    "own_rank": "median rank of own start (1 = nearest)"}
 
 
-def _privacy(real: torch.Tensor, entries: dict[str, tuple[torch.Tensor, torch.Tensor]]
-             ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+def _privacy(real: torch.Tensor, synsets: dict[str, Synset]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """:func:`memorisation` of the real starting images (the reference, under :data:`REAL_START`)
+    and of every synset (under its variant's label), as a table and by name. The starting images
+    are those of the paper's DDM (every variant starts from the same seeded draw)."""
+    start = synsets[variants.PAPER_DDM]
+    entries = {REAL_START: (start.initial_images, start.initial_sources)}
+    entries.update({variants.LABELS[v]: (s.images, s.initial_sources) for v, s in synsets.items()})
     found = {name: memorisation(real, images, sources) for name, (images, sources) in entries.items()}
     frame = pd.DataFrame([{"images": name, **{PRIVACY_COLUMNS[k]: v for k, v in numbers.items()}}
                           for name, numbers in found.items()]).set_index("images")
@@ -228,11 +233,8 @@ def run(exp: Experiment, second_dataset: str | None = "auto", reader_dataset: st
     lr10 = variants.with_lr_img(exp, LR_IMG_SEC41)
     labelled = {variants.LABELS[v]: s for v, s in synsets.items()}
     labelled[LR_IMG_LABEL] = lr10
-    start = synsets[variants.PAPER_DDM]
-    entries = {REAL_START: (start.initial_images, start.initial_sources)}
-    entries.update({variants.LABELS[v]: (s.images, s.initial_sources) for v, s in synsets.items()})
-    privacy, found = _privacy(exp.train.images, entries)
-    by_variant = {v: found[variants.LABELS[v]] for v in synsets}
+    privacy, found = _privacy(exp.train.images, synsets)
+    own = {v: found[variants.LABELS[v]] for v in synsets}
 
     second_name, note = choose_second_dataset(exp.config.profile, exp.config.data.name, second_dataset, reader_dataset)
     second: dict = {}
@@ -246,10 +248,7 @@ def run(exp: Experiment, second_dataset: str | None = "auto", reader_dataset: st
             second_name = None
         else:
             second_synsets = variants.distill_variants(other, SECOND_VARIANTS)
-            ref = second_synsets[variants.PAPER_DDM]
-            entries = {REAL_START: (ref.initial_images, ref.initial_sources)}
-            entries.update({variants.LABELS[v]: (s.images, s.initial_sources) for v, s in second_synsets.items()})
-            second_privacy, other_found = _privacy(other.train.images, entries)
+            second_privacy, other_found = _privacy(other.train.images, second_synsets)
             ddm, match = other_found[variants.LABELS[variants.PAPER_DDM]], other_found[variants.LABELS[variants.DDM_MATCH]]
             second = dict(second_dataset_name=datasets.label(second_name),
                           second_nearest_real_ddm=ddm["nearest"], second_nearest_real_match=match["nearest"],
@@ -259,7 +258,6 @@ def run(exp: Experiment, second_dataset: str | None = "auto", reader_dataset: st
                           second_own_start_rank_ddm=ddm["own_rank"], second_own_start_rank_match=match["own_rank"])
             second_rows, second_source = _rows(other, second_synsets), provenance(other)
 
-    own = {v: by_variant[v] for v in synsets}
     return Result(
         profile=exp.config.profile, dataset=exp.config.data.name,
         target_test_accuracy=100 * accuracy(exp.target_logits(exp.test.images), exp.test.labels),
