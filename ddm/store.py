@@ -30,6 +30,16 @@ def _canonical(config: Any) -> Any:
     return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
+def _read_umask() -> int:
+    # The only way to read the umask is to set it; done once, at import, not around every write.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """The one way the package writes a file: ``write`` fills a temporary file in the same folder,
     which is then renamed into place, so an interrupted run never leaves half a file behind."""
@@ -40,9 +50,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(Path(tmp))
         # mkstemp makes the file private (0600); give it the permissions any new file gets here.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
