@@ -264,21 +264,24 @@ _SETTING_ROWS = {  # Table 5's column -> (the book's words, how to read it from 
 }
 
 
-def _as_text(value: Any) -> str:
+def as_printed(value: Any) -> str:
+    """A number as the paper prints it (0.6 stays 0.6, not 0.600; a setting's 0.001 stays 0.001);
+    blank when not reported."""
     return BLANK if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
 
 
-def _settings_columns() -> tuple[dict[str, dict[str, Any]], dict[str, ExperimentConfig]]:
+def _settings_columns() -> dict[str, dict[str, Any]]:
+    """Source (a row of Table 5, Sec. 4.1, each profile) -> {setting key: value}."""
     from ddm import paper
 
     columns: dict[str, dict[str, Any]] = {f"paper, Table 5: {data}, {nets}": values
                                           for (data, nets), values in paper.TABLE5.items()}
     columns["paper, Sec. 4.1 (no data set named)"] = dict(paper.SEC41_SETTINGS)
-    configs = {name: make() for name, make in PROFILES.items()}
-    for name, c in configs.items():
+    for name, make in PROFILES.items():
+        c = make()
         columns[f"profile {name} ({dataset_label(c.data.name)}, {c.model.arch})"] = {
             key: read(c) for key, (_, read) in _SETTING_ROWS.items()}
-    return columns, configs
+    return columns
 
 
 def settings_table() -> pd.DataFrame:
@@ -286,9 +289,8 @@ def settings_table() -> pd.DataFrame:
     one row per source (the paper's rows, Sec. 4.1, each profile), one column per setting. The
     paper's values come from :data:`ddm.paper.TABLE5` and :data:`ddm.paper.SEC41_SETTINGS`, the
     profiles' from their configurations; :func:`settings_notes` says where they disagree."""
-    columns, _ = _settings_columns()
-    rows = [{"source": header, **{words: _as_text(values.get(key)) for key, (words, _) in _SETTING_ROWS.items()}}
-            for header, values in columns.items()]
+    rows = [{"source": header, **{words: as_printed(values.get(key)) for key, (words, _) in _SETTING_ROWS.items()}}
+            for header, values in _settings_columns().items()]
     return pd.DataFrame(rows).set_index("source")
 
 
@@ -297,7 +299,7 @@ def settings_notes() -> str:
     departs from the paper's ConvNet row for its data set (digits and image folders against MNIST's)."""
     from ddm import paper
 
-    _, configs = _settings_columns()
+    configs = {name: make() for name, make in PROFILES.items()}
     cnn = {data: values for (data, nets), values in paper.TABLE5.items() if not nets.endswith("ViT")}
 
     def paper_row(config: ExperimentConfig) -> dict[str, Any]:
@@ -308,11 +310,11 @@ def settings_notes() -> str:
     for key, (words, read) in _SETTING_ROWS.items():
         notes = []
         if key in paper.SEC41_SETTINGS:
-            by_data = "; ".join(f"{_as_text(v[key])} for {d}" for d, v in cnn.items())
+            by_data = "; ".join(f"{as_printed(v[key])} for {d}" for d, v in cnn.items())
             notes.append(f"the paper conflicts: Table 5 gives {by_data} (CNNs), Sec. 4.1 gives "
-                         f"{_as_text(paper.SEC41_SETTINGS[key])}")
-        departs = [f"{name} {_as_text(read(c))}" for name, c in configs.items()
-                   if not _as_text(read(c)).startswith(_as_text(paper_row(c)[key]))]
+                         f"{as_printed(paper.SEC41_SETTINGS[key])}")
+        departs = [f"{name} {as_printed(read(c))}" for name, c in configs.items()
+                   if not as_printed(read(c)).startswith(as_printed(paper_row(c)[key]))]
         if departs:
             notes.append("our profiles differ from the paper's row for their data set: " + ", ".join(departs))
         if notes:

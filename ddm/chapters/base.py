@@ -209,36 +209,37 @@ def _run_column(run: RunNumbers) -> str:
     return f"ours, {kind} ({run.profile}, {datasets.label(run.dataset)})"
 
 
-def _as_printed(value: Any) -> str:
-    """A paper's number as the paper prints it (0.6 stays 0.6, not 0.600); blank when not reported."""
-    if value is None:
-        return book.BLANK
-    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
 def _frame(result: ChapterResult, fields: Sequence[str], runs: Sequence[RunNumbers],
            papers: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     labels, digits, notes = result.headline_labels(), result.headline_digits(), result.headline_notes()
+    with_notes = any(notes.get(f) for f in fields)
     rows = []
     for name in fields:
         row = {"quantity": labels[name]}
         for run in runs:
             row[_run_column(run)] = book.format_number(run[name], digits[name])
         for header, values in papers.items():
-            row[header] = _as_printed(values.get(name))
-        if any(notes.get(f) for f in fields):
+            row[header] = book.as_printed(values.get(name))
+        if with_notes:
             row["note"] = notes.get(name, "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("quantity") if rows else pd.DataFrame()
+
+
+def _runs_and_papers(result: ChapterResult, paper_values: Callable[[str], Mapping[str, Any]],
+                     recorded: Sequence[RunNumbers]) -> tuple[list[RunNumbers], dict[str, dict], set[str]]:
+    """This run and the recorded ones, the paper's columns for their data sets, and the headline
+    fields the paper reports in any of them."""
+    runs = [result.numbers(), *recorded]
+    papers = _paper_columns(paper_values, [r.dataset for r in runs])
+    return runs, papers, set().union(*[set(v) for v in papers.values()])
 
 
 def beside_paper(result: ChapterResult, paper_values: Callable[[str], Mapping[str, Any]],
                  recorded: Sequence[RunNumbers] = ()) -> pd.DataFrame:
     """The rows the paper reports: this run, every recorded run, and one paper column per data
     set of the paper among them. A blank cell: not measured, or not reported."""
-    runs = [result.numbers(), *recorded]
-    papers = _paper_columns(paper_values, [r.dataset for r in runs])
-    reported = set().union(*[set(v) for v in papers.values()]) if papers else set()
+    runs, papers, reported = _runs_and_papers(result, paper_values, recorded)
     fields = [name for name in result.headline_labels() if name in reported]
     return _frame(result, fields, runs, papers)
 
@@ -246,8 +247,6 @@ def beside_paper(result: ChapterResult, paper_values: Callable[[str], Mapping[st
 def beyond_paper(result: ChapterResult, paper_values: Callable[[str], Mapping[str, Any]],
                  recorded: Sequence[RunNumbers] = ()) -> pd.DataFrame:
     """Everything we measured that the paper does not report: this run and every recorded run."""
-    runs = [result.numbers(), *recorded]
-    papers = _paper_columns(paper_values, [r.dataset for r in runs])
-    reported = set().union(*[set(v) for v in papers.values()]) if papers else set()
+    runs, _, reported = _runs_and_papers(result, paper_values, recorded)
     fields = [name for name in result.headline_labels() if name not in reported]
     return _frame(result, fields, runs, {})
