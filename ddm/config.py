@@ -104,6 +104,25 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class InfluenceConfig:
+    """The influence-function baselines of Table 2 (ddm.influence, through dattri)."""
+
+    regularization: float = _help("damping added to every Hessian before inverting it (LiSSA's damping too)", 0.01)
+    lissa_depth: int = _help("LiSSA: recursion depth (converges over about lissa_scaling / regularization steps)", 1000)
+    lissa_batch: int = _help("LiSSA: training images per recursion step", 50)
+    lissa_scaling: float = _help("LiSSA: scaling that keeps the recursion convergent (> the Hessian's top eigenvalue)", 10.0)
+    lissa_queries: int = _help("LiSSA: (test point, class) queries whose recursions run at once (memory)", 20)
+    fastif_neighbours: int = _help("FastIF: candidate training images per test point (k nearest in feature space)", 100)
+    fastif_cg_iterations: int = _help("FastIF: conjugate-gradient iterations of its inverse-Hessian-vector product", 5)
+    arnoldi_rank: int = _help("Scaleup: top Hessian eigenvectors kept by the Arnoldi projection (all must be positive)", 20)
+    arnoldi_iterations: int = _help("Scaleup: Arnoldi iterations (> rank)", 60)
+    arnoldi_data: float = _help("Scaleup: share of the training batches the Hessian-vector products see", 0.25)
+    trak_dim: int = _help("TRAK: random projection dimension (< the training images)", 200)
+    gradient_batch: int = _help("training images per batch of full-network per-sample gradients (memory)", 250)
+    seed: int = _help("seed of the Arnoldi start vector and of TRAK's projection", 0)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     profile: str = "quick"
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +132,7 @@ class ExperimentConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    influence: InfluenceConfig = field(default_factory=InfluenceConfig)
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; 0 keeps torch's default. Not part of any artifact key.
 

@@ -95,6 +95,12 @@ class GroundTruth:
     noise_full_logits: dict[int, torch.Tensor]  # seed -> (N, L) nothing removed, another order
     seconds: float = 0.0
 
+    def subset(self, rows: slice | torch.Tensor) -> "GroundTruth":
+        """The same ground truth for some of its test points (``rows`` of the N)."""
+        return GroundTruth(self.test_index[rows], self.labels[rows], self.target_logits[rows], self.directions[rows],
+                           self.exact_logits[:, rows], {s: v[:, rows] for s, v in self.noise_logits.items()},
+                           {s: v[rows] for s, v in self.noise_full_logits.items()}, self.seconds)
+
     @property
     def noise_seed(self) -> int | None:
         """The first data-order seed of the noise floor (None: not measured)."""

@@ -122,7 +122,12 @@ def method_bars(values: pd.Series, provenance: str, xlabel: str, references: tup
     handles = [Patch(color="C0", label="DDM and its variants"), Patch(color="0.6", label="references")]
     if floor is not None and np.isfinite(floor):
         handles.append(ax.axvline(floor, color="C3", ls="--", lw=1.2, label=floor_label))
-    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 1.2 / fig.get_figheight() / 4),
+    return _finish_bars(fig, ax, handles, xlabel, title, provenance, -0.14)
+
+
+def _finish_bars(fig, ax, handles: list, xlabel: str, title: str, provenance: str, legend_y: float):
+    """The legend under a horizontal bar chart, its labels, title and footer."""
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, legend_y - 1.2 / fig.get_figheight() / 4),
               ncol=len(handles) if len(handles) < 3 else 2, frameon=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("method")
@@ -263,6 +268,51 @@ def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance
     ax.set_ylabel("accuracy on held-out test images (%)")
     ax.set_title("Accuracy after removing training data, ranking by ranking (Table 3)")
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _footer(fig, provenance)
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(means: pd.Series, spreads: np.ndarray, groups: dict[str, str], provenance: str, xlabel: str,
+                 floor: float | None = None, floor_label: str = "noise floor", title: str = ""):
+    """Horizontal bars, one per method (``means``: label -> number), coloured by ``groups``
+    (label -> "DDM", "influence functions" or "references"), with ``spreads`` as error bars and a
+    dashed vertical line at ``floor``."""
+    from matplotlib.patches import Patch
+
+    palette = {"DDM": "C0", "influence functions": "C1", "references": "0.6"}
+    colours = [palette.get(groups[name], "0.6") for name in means.index]
+    fig, ax = plt.subplots(figsize=(9.5, 0.42 * len(means) + 2.4))
+    positions = np.arange(len(means))
+    ax.barh(positions, means.to_numpy(dtype=float), color=colours, xerr=np.nan_to_num(spreads),
+            error_kw={"ecolor": "0.25", "lw": 1, "capsize": 2})
+    ax.set_yticks(positions, list(means.index))
+    ax.invert_yaxis()
+    handles = [Patch(color=c, label=g) for g, c in palette.items() if g in groups.values()]
+    if floor is not None and np.isfinite(floor):
+        handles.append(ax.axvline(floor, color="C3", ls="--", lw=1.2, label=floor_label))
+    return _finish_bars(fig, ax, handles, xlabel, title, provenance, -0.16)
+
+
+def cost_vs_agreement(points: dict[str, tuple[float, float]], provenance: str, floor: float | None = None,
+                      reference: float | None = None):
+    """Each method's wall time (log scale) against its mean Spearman correlation with exact
+    retraining (``points``: label -> (seconds, Spearman)), with the noise floor and random choice
+    as horizontal lines: up is more faithful, left is cheaper."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for i, (name, (seconds, rho)) in enumerate(points.items()):
+        ax.scatter([seconds], [rho], s=60, color="C0" if name.startswith("DDM") else f"C{(i % 8) + 1}", zorder=3)
+        ax.annotate(name, (seconds, rho), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if floor is not None and np.isfinite(floor):
+        ax.axhline(floor, color="C3", ls="--", lw=1.2, label="noise floor: exact retraining, another data order")
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, color="0.5", ls=":", lw=1.2, label="random choice")
+    ax.set_xscale("log")
+    ax.margins(x=0.25)
+    ax.set_xlabel("wall time on this machine, seconds (log scale)")
+    ax.set_ylabel("mean Spearman with exact retraining")
+    ax.set_title("Faithfulness against cost")
+    ax.legend(fontsize=8, loc="best")
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
