@@ -30,8 +30,8 @@ Choices the paper leaves open, and ours:
   training images as candidates; a fast inverse-Hessian-vector product (dattri's conjugate
   gradient, few iterations, last layer) scores only those; everything else scores 0.
 - **Scaleup** (Schioppa et al. 2022, "Scaling up influence functions"): dattri's Arnoldi
-  projection onto the top eigenvectors of the *full* network's Hessian (its damping raised tenfold,
-  at most twice, when dattri would invert a non-positive eigenvalue).
+  projection onto the top eigenvectors of the *full* network's Hessian, the positive ones only
+  (their number is reported: an under-trained network's Hessian has large negative ones too).
 - **TracIn** (Pruthi et al. 2020): dattri's checkpoint sum over the per-epoch checkpoints
   theta_0 .. theta_{tau-1}, each weighted by the SGD step lr / batch size (the weight one image's
   gradient has in one mini-batch step), full network.
@@ -88,8 +88,6 @@ LABELS = {
 }
 # Table 2's row for each method the paper reports.
 PAPER_ROWS = {IF_EXPLICIT: "Koh et al.", FASTIF: "FastIF", ARNOLDI: "Scaleup"}
-# Scaleup's damping is raised tenfold up to this many times until its inverse is finite.
-ARNOLDI_DAMPING_STEPS = 3
 
 
 class InfluenceError(ValueError):
@@ -170,6 +168,30 @@ def _loader(dataset: TensorDataset, batch_size: int) -> DataLoader:
 
 
 @contextlib.contextmanager
+def _positive_eigenspace() -> Iterator[list[int]]:
+    """Keep only the positive eigenvalues of dattri's Arnoldi projection (its inverse divides by
+    their square roots). dattri 0.3.0 lowers its rank to their count but still inverts every
+    Ritz value it kept, so a Hessian with large negative eigenvalues (an under-trained network)
+    gives NaN. Yields the list the number of eigenvalues kept is appended to."""
+    from dattri.func.projection import ArnoldiProjector
+
+    original = ArnoldiProjector.get_eigenspace
+    kept: list[int] = []
+
+    def positive_only(self) -> None:
+        original(self)
+        positive = self.eigvals > 0
+        self.eigvals, self.eigvecs = self.eigvals[positive], self.eigvecs[positive]
+        kept.append(int(positive.sum()))
+
+    ArnoldiProjector.get_eigenspace = positive_only
+    try:
+        yield kept
+    finally:
+        ArnoldiProjector.get_eigenspace = original
+
+
+@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """dattri draws tqdm bars and warns about its own internals on every call: silence both here,
     where the caller cannot; and record no autograd graph outside torch.func's own."""
@@ -212,8 +234,8 @@ def image_output_changes(method: str, model: nn.Module, trajectory_checkpoints: 
 def _image_output_changes(method: str, model: nn.Module, trajectory_checkpoints: list[Params],
                           train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
                           num_classes: int, config: InfluenceConfig, lr: float,
-                          batch_size: int) -> tuple[torch.Tensor, float | None]:
-    """:func:`image_output_changes` and the damping its inverse Hessian used (None: no Hessian)."""
+                          batch_size: int) -> tuple[torch.Tensor, int | None]:
+    """:func:`image_output_changes` and, for Scaleup, how many eigenvectors its inverse kept."""
     from dattri.algorithm.influence_function import (IFAttributorArnoldi, IFAttributorCG, IFAttributorExplicit,
                                                      IFAttributorLiSSA)
     from dattri.algorithm.tracin import TracInAttributor
@@ -223,7 +245,7 @@ def _image_output_changes(method: str, model: nn.Module, trajectory_checkpoints:
     if method not in METHODS:
         raise InfluenceError(f"unknown influence method {method!r}; choose one of {', '.join(METHODS)}")
     n, N, L = len(train_images), len(test_images), num_classes
-    damping = config.regularization if method in (IF_EXPLICIT, LISSA, FASTIF, ARNOLDI) else None
+    rank = None
     if method == TRAK and n < config.trak_dim:
         raise InfluenceError(f"TRAK needs more training images ({n}) than its projection dimension "
                              f"(influence.trak_dim = {config.trak_dim}); its kernel is singular otherwise: lower trak_dim")
@@ -261,18 +283,17 @@ def _image_output_changes(method: str, model: nn.Module, trajectory_checkpoints:
             task = AttributionTask(loss_func=_loss_function(model, shape), model=model, checkpoints=dict(final),
                                    target_func=_logit_function(model, shape))
             train = TensorDataset(train_images, train_labels)
-            # dattri 0.3.0 keeps non-positive Ritz values among the top eigenvalues it inverts
-            # (1 / sqrt of them: NaN) when the Hessian of a small network has few large positive
-            # ones; raising the damping tenfold at a time lifts them above zero.
-            for damping in config.regularization * 10.0 ** np.arange(ARNOLDI_DAMPING_STEPS):
-                attributor = IFAttributorArnoldi(task, proj_dim=config.arnoldi_rank, max_iter=config.arnoldi_iterations,
-                                                 regularization=float(damping),
-                                                 precompute_data_ratio=config.arnoldi_data, seed=config.seed)
+            attributor = IFAttributorArnoldi(task, proj_dim=config.arnoldi_rank, max_iter=config.arnoldi_iterations,
+                                             regularization=config.regularization,
+                                             precompute_data_ratio=config.arnoldi_data, seed=config.seed)
+            with _positive_eigenspace() as kept:
                 attributor.cache(_loader(train, config.gradient_batch))
                 scores = attributor.attribute(_loader(train, config.gradient_batch),
                                               _loader(_queries(test_images, L), N * L)) / n
-                if torch.isfinite(scores).all():
-                    break
+            rank = kept[0] if kept else None
+            if rank == 0:
+                raise InfluenceError("Scaleup found no positive Hessian eigenvalue among its Arnoldi estimates: "
+                                     "raise influence.arnoldi_iterations or influence.regularization")
         elif method == TRACIN:
             epochs = trajectory_checkpoints[:-1]
             task = AttributionTask(loss_func=_loss_function(model, shape), model=model,
@@ -297,7 +318,7 @@ def _image_output_changes(method: str, model: nn.Module, trajectory_checkpoints:
         raise InfluenceError(f"{LABELS[method]} returned non-finite scores; raise influence.regularization "
                              f"(now {config.regularization:g})" + (" or lower influence.lissa_scaling"
                                                                    if method == LISSA else ""))
-    return scores, None if damping is None else float(damping)
+    return scores, rank
 
 
 def _fastif(task, top: LastLayer, train: TensorDataset, queries: TensorDataset, num_classes: int,
@@ -385,7 +406,7 @@ class InfluenceRun:
     changes: torch.Tensor     # (K, N, L) predicted change of each test logit when cluster k is deleted
     seconds: float            # wall time of the whole method (features, gradients, inverse Hessian, scores)
     peak_mb: float            # peak resident memory above the start, MiB
-    damping: float | None = None   # what the inverse Hessian was damped with (None: the method has none)
+    rank: int | None = None   # Scaleup: positive Hessian eigenvectors its inverse kept (None: other methods)
 
 
 def influence_run(exp: Experiment, method: str, clustering: Clustering, test_index: torch.Tensor) -> InfluenceRun:
@@ -396,9 +417,9 @@ def influence_run(exp: Experiment, method: str, clustering: Clustering, test_ind
     x = exp.test.images[test_index]
     with PeakMemory() as memory:
         start = time.perf_counter()
-        per_image, damping = _image_output_changes(method, exp.new_model(), target.checkpoints, exp.train.images,
+        per_image, rank = _image_output_changes(method, exp.new_model(), target.checkpoints, exp.train.images,
                                                    exp.train.labels, x, exp.num_classes, cfg.influence, cfg.train.lr,
                                                    cfg.train.batch_size)
         changes = cluster_sums(per_image, clustering.assignment, clustering.num_clusters)
         seconds = time.perf_counter() - start
-    return InfluenceRun(method, changes, seconds, memory.megabytes, damping)
+    return InfluenceRun(method, changes, seconds, memory.megabytes, rank)
