@@ -1,13 +1,17 @@
-"""Chapter 05 (ddm.chapters.harmful_data): the paper's Table 3 values, every verdict threshold on
-both sides with planted numbers, and run() on a tiny digits experiment."""
+"""Chapter 05 (ddm.chapters.harmful_data): the paper's Table 3 values, the influence-function
+rankings on planted predictions, every verdict threshold on both sides with planted numbers, and
+run() on a tiny digits experiment."""
 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from ddm import influence, removal
 from ddm.chapters import harmful_data as chapter
 from ddm.chapters.base import RunNumbers
 from ddm.config import get_profile
@@ -35,7 +39,9 @@ def test_paper_values_are_table3_rows_keyed_by_headline_fields() -> None:
     assert set(values) <= set(HEADLINES)
     assert values["acc_target"] == 95.7
     assert values["acc_ddm_10"] == 95.9 and values["acc_random_50"] == 65.9
-    assert set(values) == {"acc_target"} | {f"acc_{k}_{x}" for k in ("ddm", "random") for x in chapter.FRACTIONS}
+    assert values["acc_if_20"] == 81.5 and values["acc_fastif_50"] == 74.0 and values["acc_scaleup_1"] == 96.0
+    keys = ("ddm", "random", "if", "fastif", "scaleup")
+    assert set(values) == {"acc_target"} | {f"acc_{k}_{x}" for k in keys for x in chapter.FRACTIONS}
     assert chapter.paper_values("cifar10") == {} and chapter.paper_values("cifar100") == {}
 
 
@@ -43,8 +49,67 @@ def test_paper_curves_for_mnist_and_unpaired_data_only() -> None:
     curves = chapter.paper_curves("digits")               # no paper column: MNIST is the nearest reference
     assert curves == chapter.paper_curves("mnist")
     assert curves[chapter.RANKING_LABELS["random"]] == {1: 95.8, 10: 92.8, 20: 74.6, 50: 65.9}
-    assert set(curves) == {chapter.RANKING_LABELS["ddm"], chapter.RANKING_LABELS["random"]}
+    assert curves[chapter.RANKING_LABELS["scaleup"]] == {1: 96.0, 10: 95.2, 20: 82.9, 50: 73.3}
+    assert set(curves) == {chapter.RANKING_LABELS[k] for k in ("ddm", "random", "if", "fastif", "scaleup")}
     assert chapter.paper_curves("cifar10-jpeg") == {}
+
+
+def test_influence_rankings_are_table3s_rows() -> None:
+    assert chapter.INFLUENCE_RANKINGS == {"if": influence.IF_EXPLICIT, "fastif": influence.FASTIF,
+                                          "scaleup": influence.ARNOLDI}
+    assert {influence.PAPER_ROWS[m] for m in chapter.INFLUENCE_RANKINGS.values()} == {"Koh et al.", "FastIF", "Scaleup"}
+    for key in chapter.INFLUENCE_RANKINGS:
+        assert all(f"acc_{key}_{x}" in HEADLINES for x in chapter.FRACTIONS) and f"seconds_{key}" in HEADLINES
+
+
+# ------------------------------------------------------------------------------------------ influence
+def _planted_changes(target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(4, V, L) changes: cluster 2's deletion raises every true-class logit by 3 (the validation
+    loss falls most: the most harmful), cluster 0's by 1, cluster 3 changes nothing, cluster 1's
+    lowers them by 2 (the most helpful)."""
+    true_class = torch.nn.functional.one_hot(labels, target.shape[1]).float()        # (V, L)
+    return torch.tensor([1.0, -2.0, 3.0, 0.0])[:, None, None] * true_class[None]
+
+
+def test_predicted_objective_ranks_the_cluster_whose_deletion_lowers_the_loss_most_first() -> None:
+    target = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))             # (V, L)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    changes = _planted_changes(target, labels)
+    loss = chapter.predicted_global_objective(target, changes, labels)
+    assert loss.shape == (4,)
+    assert list(removal.harmful_first(loss)) == [2, 0, 3, 1]
+    # Supp. Eq. 14 on the predicted logits, as the DDM ranking computes it on its fine-tunes
+    assert torch.allclose(loss, removal.global_objective(target[None] + changes, labels))
+    assert loss[3] == pytest.approx(removal.global_objective(target[None], labels)[0].item())   # nothing changes
+    with pytest.raises(ValueError, match="expected changes"):
+        chapter.predicted_global_objective(target, changes[:, :3], labels)
+
+
+def test_influence_rankings_use_the_target_and_each_methods_changes_on_the_validation_set(monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(10, 3, generator=generator)        # the fake target's logits ARE the test "images"
+    labels = torch.randint(0, 3, (10,), generator=generator)
+    val_idx = torch.tensor([1, 4, 5, 8])
+    exp = SimpleNamespace(test=SimpleNamespace(images=logits, labels=labels), target_logits=lambda x: x.clone())
+    planted = _planted_changes(logits[val_idx], labels[val_idx])
+    # each method sees the clusters in another order: its own harmful cluster must come first
+    shuffles = {influence.IF_EXPLICIT: [0, 1, 2, 3], influence.FASTIF: [2, 3, 0, 1], influence.ARNOLDI: [1, 2, 3, 0]}
+    calls = []
+
+    def fake_run(exp_, method, clustering, test_index):
+        calls.append(method)
+        assert torch.equal(test_index, val_idx)
+        return influence.InfluenceRun(method, planted[shuffles[method]], seconds=len(calls) * 1.5, peak_mb=0.0)
+
+    monkeypatch.setattr(influence, "influence_run", fake_run)
+    orders, seconds = chapter.influence_rankings(exp, clustering=None, val_idx=val_idx)
+    assert calls == [influence.IF_EXPLICIT, influence.FASTIF, influence.ARNOLDI]
+    assert set(orders) == set(seconds) == set(chapter.INFLUENCE_RANKINGS)
+    for key, method in chapter.INFLUENCE_RANKINGS.items():
+        harmful, helpful = shuffles[method].index(2), shuffles[method].index(1)
+        assert orders[key][0] == harmful and orders[key][-1] == helpful, key
+        assert sorted(orders[key]) == [0, 1, 2, 3]
+    assert seconds == {"if": 1.5, "fastif": 3.0, "scaleup": 4.5}
 
 
 # ------------------------------------------------------------------------------------------ verdict
@@ -95,6 +160,29 @@ def test_a_class_counts_as_emptied_above_the_threshold() -> None:
     assert "at 0 of 1 shares (none)" in below and "no class is emptied" in below
 
 
+def test_influence_rows_are_judged_against_random_and_the_floor() -> None:
+    common = dict(acc_target=95.0, acc_noise_floor=94.0, acc_random_10=92.0, spread_random_10=0.0)   # floor 1
+    clear = reading(**common, acc_if_10=93.5, seconds_if=12.34)
+    assert ("**Koh et al. (Table 3's row).** Ranking by Koh et al. influence function (explicit H^-1, last layer) "
+            "is clearly better than random at 1 of 1 shares (10%) and clearly worse at 0 (none)") in clear
+    assert "Koh et al. − random, in points: 10%: +1.5 (threshold 1.0)" in clear
+    assert "The paper's MNIST gaps are +0.1, +0.9, +6.9, +8.4 at 1/10/20/50%. Ranking took 12.3 s." in clear
+    within = reading(**common, acc_fastif_10=92.5)                  # inside the floor; no time measured
+    assert "**FastIF (Table 3's row).**" in within and "clearly better than random at 0 of 1 shares (none)" in within
+    assert "Ranking took" not in within
+    worse = reading(**{**common, "spread_random_10": 3.0}, acc_scaleup_10=90.0)     # threshold 1.5
+    assert "**Scaleup (Table 3's row).**" in worse and "clearly worse at 1 (10%)" in worse
+    assert "Table 3's" not in reading(**common, seconds_if=3.0)                   # no accuracy, no line
+
+
+def test_verdict_sets_ddm_against_each_influence_function() -> None:
+    common = dict(acc_target=95.0, acc_noise_floor=94.0, acc_random_10=92.0, spread_random_10=0.0)   # floor 1
+    text = reading(**common, acc_ddm_10=93.0, acc_if_10=95.0, acc_fastif_10=92.5, acc_scaleup_10=91.0)
+    assert ("DDM against Koh et al.: clearly better at none, clearly worse at 10%; against FastIF: clearly "
+            "better at none, clearly worse at none; against Scaleup: clearly better at 10%, clearly worse at none") in text
+    assert "beats the influence functions" not in reading(**common, acc_ddm_10=93.0)
+
+
 def test_verdict_copes_with_numbers_that_were_not_measured() -> None:
     assert chapter._reading(planted()) == []
     only_target = reading(acc_target=95.0)
@@ -122,10 +210,19 @@ def test_run_measures_every_headline_and_its_tables_agree(tiny) -> None:
     numbers = result.headline_numbers()
     assert all(numbers[name] is not None for name in HEADLINES), [n for n in HEADLINES if numbers[n] is None]
     for name, value in numbers.items():
-        assert 0 <= value <= 100, name
+        assert (value > 0) if name.startswith("seconds_") else (0 <= value <= 100), name
     table = result.accuracy_table
-    assert list(table.columns) == ["0% removed"] + [f"{x}% removed" for x in chapter.FRACTIONS]
+    assert list(table.columns) == (["0% removed"] + [f"{x}% removed" for x in chapter.FRACTIONS]
+                                   + [chapter.SECONDS_COLUMN])
     assert table.loc[chapter.RANKING_LABELS["ddm"], "10% removed"] == result.acc_ddm_10
+    # the influence rows: their accuracy and what ranking cost, beside the others
+    for key in chapter.INFLUENCE_RANKINGS:
+        row = table.loc[chapter.RANKING_LABELS[key]]
+        assert [row[f"{x}% removed"] for x in chapter.FRACTIONS] == [getattr(result, f"acc_{key}_{x}")
+                                                                     for x in chapter.FRACTIONS]
+        assert row[chapter.SECONDS_COLUMN] == getattr(result, f"seconds_{key}")
+    assert np.isnan(table.loc[chapter.RANKING_LABELS["ddm"], chapter.SECONDS_COLUMN])
+    assert set(result.curves["key"]) == set(chapter.RANKING_LABELS)
     assert table.loc[chapter.RANKING_LABELS["exact_helpful"], "50% removed"] == result.acc_exact_helpful_50
     # the random row is the mean of the seeds, its spread their range
     seeds = result.curves[(result.curves["key"] == "random") & (result.curves["asked (%)"] == 20)]
@@ -138,3 +235,4 @@ def test_run_measures_every_headline_and_its_tables_agree(tiny) -> None:
         assert getattr(result, f"class_share_ddm_{x}") >= getattr(result, f"removed_ddm_{x}") - 1e-9
     assert len(result.removed_table) == len(chapter.RANKING_LABELS) - 1 + 2     # random: one row per seed
     assert chapter.verdict(result).startswith("**Profile `quick`")
+    assert "**Scaleup (Table 3's row).**" in chapter.verdict(result)

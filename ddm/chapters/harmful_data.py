@@ -5,6 +5,10 @@ a validation set V the most) to the most helpful. For each share of Table 3 (1, 
 shortest harmful-first prefix of clusters covering that share is deleted, the network is
 retrained exactly from theta_0 with the target's data order, and its accuracy is measured on the
 held-out half of the test split (V is the other half).
+
+Table 3's influence-function rows (Koh et al., FastIF, Scaleup) rank by the same objective,
+evaluated on the logits each method *predicts* for the model without cluster k (target logits +
+its predicted change, :mod:`ddm.influence`), and their wall time is recorded beside the accuracy.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddm import baselines, datasets, paper, removal
+from ddm import baselines, datasets, influence, paper, removal
 from ddm.chapters.base import DEFAULT_PAPER_DATASET, ChapterResult, RunNumbers, detail, headline, table, verdict_for
 from ddm.clustering import Clustering
 from ddm.experiment import Experiment
@@ -27,16 +31,24 @@ from ddm.variants import PAPER_DDM, distill_variants
 CHAPTER = "05_harmful_data"
 FRACTIONS = (1, 10, 20, 50)       # Table 3's columns: % of the training set removed (beside 0%)
 RANDOM_SEEDS = (0, 1, 2)          # the random orders, one per seed
+# Table 3's influence-function rows: our ranking key (the middle of the field names) -> ddm.influence's
+# method. The paper's row names are influence.PAPER_ROWS[method].
+INFLUENCE_RANKINGS = {"if": influence.IF_EXPLICIT, "fastif": influence.FASTIF, "scaleup": influence.ARNOLDI}
 # What the tables and the figure call each ranking (keys are the middle of the field names).
 RANKING_LABELS = {
     "ddm": "DDM (Supp. Eq. 14)",
     "random": "random order",
     "exact": "exact leave-one-out retrains",
+    # shorter than influence.LABELS: the figure's legend holds each twice (ours and the paper's)
+    "if": "Koh et al. (explicit H^-1, last layer)",
+    "fastif": "FastIF (kNN + CG, last layer)",
+    "scaleup": "Scaleup (Arnoldi, full network)",
     "tracin": "TracIn-style",
     "ddm_helpful": "DDM, most helpful first",
     "exact_helpful": "exact leave-one-out, most helpful first",
 }
-RANKING_KINDS = {"ddm": "harmful first", "random": "random", "exact": "harmful first", "tracin": "harmful first",
+RANKING_KINDS = {"ddm": "harmful first", "random": "random", "exact": "harmful first",
+                 **{key: "harmful first" for key in INFLUENCE_RANKINGS}, "tracin": "harmful first",
                  "ddm_helpful": "most helpful first", "exact_helpful": "most helpful first"}
 # Verdict thresholds, named where they are used.
 SPREAD_SHARE = 0.5     # a gap between two rankings is clear above the noise floor AND this share of the
@@ -68,6 +80,25 @@ class Result(ChapterResult):
     acc_exact_10: float = headline("accuracy after removing 10%, exact leave-one-out ranking (%)")
     acc_exact_20: float = headline("accuracy after removing 20%, exact leave-one-out ranking (%)")
     acc_exact_50: float = headline("accuracy after removing 50%, exact leave-one-out ranking (%)")
+    # Table 3's influence-function rows, and what each ranking cost (features, gradients, inverse Hessian)
+    acc_if_1: float = headline("accuracy after removing 1%, Koh et al. influence ranking (%)")
+    acc_if_10: float = headline("accuracy after removing 10%, Koh et al. influence ranking (%)")
+    acc_if_20: float = headline("accuracy after removing 20%, Koh et al. influence ranking (%)")
+    acc_if_50: float = headline("accuracy after removing 50%, Koh et al. influence ranking (%)")
+    acc_fastif_1: float = headline("accuracy after removing 1%, FastIF ranking (%)")
+    acc_fastif_10: float = headline("accuracy after removing 10%, FastIF ranking (%)")
+    acc_fastif_20: float = headline("accuracy after removing 20%, FastIF ranking (%)")
+    acc_fastif_50: float = headline("accuracy after removing 50%, FastIF ranking (%)")
+    acc_scaleup_1: float = headline("accuracy after removing 1%, Scaleup (Arnoldi) ranking (%)")
+    acc_scaleup_10: float = headline("accuracy after removing 10%, Scaleup (Arnoldi) ranking (%)")
+    acc_scaleup_20: float = headline("accuracy after removing 20%, Scaleup (Arnoldi) ranking (%)")
+    acc_scaleup_50: float = headline("accuracy after removing 50%, Scaleup (Arnoldi) ranking (%)")
+    seconds_if: float = headline("seconds to rank the clusters, Koh et al. influence function",
+                                 note="ours: wall time of ddm.influence on the validation half")
+    seconds_fastif: float = headline("seconds to rank the clusters, FastIF",
+                                     note="ours: wall time of ddm.influence on the validation half")
+    seconds_scaleup: float = headline("seconds to rank the clusters, Scaleup (Arnoldi)",
+                                      note="ours: wall time of ddm.influence on the validation half")
     # a first-order gradient baseline
     acc_tracin_1: float = headline("accuracy after removing 1%, TracIn-style ranking (%)")
     acc_tracin_10: float = headline("accuracy after removing 10%, TracIn-style ranking (%)")
@@ -122,12 +153,47 @@ def rankings(exp: Experiment, synset: Synset, clustering: Clustering, val_idx: t
     return orders, random_orders
 
 
+def predicted_global_objective(target_logits: torch.Tensor, changes: torch.Tensor,
+                               labels: torch.Tensor) -> torch.Tensor:
+    r"""Supp. Eq. 14 on an influence function's prediction: (K,) the validation loss of the model
+    without cluster k, its logits predicted as the target's plus the method's change,
+
+    .. math:: \sum_{x \in V} \mathrm{CE}\big(z(x) + \Delta z_k(x),\, y\big).
+
+    ``target_logits`` (V, L) on the validation images, ``changes`` (K, V, L) (the shared
+    representation of :mod:`ddm.influence`), ``labels`` (V,). Lower: the cluster was more harmful,
+    as :func:`ddm.removal.global_objective` reads it."""
+    if changes.dim() != 3 or changes.shape[1:] != target_logits.shape:
+        raise ValueError(f"expected changes (K, {', '.join(map(str, target_logits.shape))}), "
+                         f"got {tuple(changes.shape)}")
+    return removal.global_objective(target_logits[None] + changes, labels)
+
+
+def influence_rankings(exp: Experiment, clustering: Clustering, val_idx: torch.Tensor,
+                       keys: tuple[str, ...] = tuple(INFLUENCE_RANKINGS)
+                       ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Cluster orders, most harmful first, by Supp. Eq. 14 on the logits each influence function
+    of :data:`INFLUENCE_RANKINGS` predicts for the validation images ``val_idx``; and each
+    method's wall time in seconds (by ranking key)."""
+    y = exp.test.labels[val_idx]
+    target = exp.target_logits(exp.test.images[val_idx])                                         # (V, L)
+    orders, seconds = {}, {}
+    for key in keys:
+        measured = influence.influence_run(exp, INFLUENCE_RANKINGS[key], clustering, val_idx)     # changes (K, V, L)
+        orders[key] = removal.harmful_first(predicted_global_objective(target, measured.changes, y))
+        seconds[key] = measured.seconds
+    return orders, seconds
+
+
 def run(exp: Experiment, random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> Result:
-    """Table 3 measured for every ranking of :func:`rankings` and every share of :data:`FRACTIONS`."""
+    """Table 3 measured for every ranking of :func:`rankings` and :func:`influence_rankings` and
+    every share of :data:`FRACTIONS`."""
     clustering = exp.clusters()
     synset = distill_variants(exp, (PAPER_DDM,))[PAPER_DDM]
     val_idx, eval_idx = removal.validation_split(len(exp.test), seed=exp.config.eval.seed)
     orders, random_orders = rankings(exp, synset, clustering, val_idx, random_seeds)
+    influence_orders, influence_seconds = influence_rankings(exp, clustering, val_idx)
+    orders.update(influence_orders)
     sizes = clustering.sizes()
     plan = []                                                     # (ranking key, seed, order)
     for key in RANKING_LABELS:
@@ -149,7 +215,8 @@ def run(exp: Experiment, random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> Result
     curves = pd.DataFrame(rows)
 
     numbers: dict[str, float | None] = {
-        "acc_target": accuracy(exp.target_logits(exp.test.images[eval_idx]), y) * 100, "acc_noise_floor": None}
+        "acc_target": accuracy(exp.target_logits(exp.test.images[eval_idx]), y) * 100, "acc_noise_floor": None,
+        **{f"seconds_{key}": seconds for key, seconds in influence_seconds.items()}}
     if exp.config.eval.noise_seeds:
         other = exp.exact_retrain_logits([()], clustering, order_seed=exp.config.eval.noise_seeds[0])[0]
         numbers["acc_noise_floor"] = accuracy(other[eval_idx], y) * 100
@@ -167,17 +234,22 @@ def run(exp: Experiment, random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> Result
                   accuracy_table=_accuracy_table(numbers), removed_table=_removed_table(curves), curves=curves)
 
 
+SECONDS_COLUMN = "seconds to rank"   # the accuracy table's cost column (the influence functions')
+
+
 def _accuracy_table(numbers: dict[str, float | None]) -> pd.DataFrame:
-    """Table 3's layout, from the headline numbers: one row per ranking, one column per share."""
+    """Table 3's layout, from the headline numbers: one row per ranking, one column per share,
+    and what ranking cost where it was measured (the influence functions; blank elsewhere)."""
     rows = {}
     for key, label in RANKING_LABELS.items():
         name = f"{label} (mean of seeds)" if key == "random" else label
         rows[name] = {"0% removed": numbers["acc_target"],
-                      **{f"{x}% removed": numbers[f"acc_{key}_{x}"] for x in FRACTIONS}}
+                      **{f"{x}% removed": numbers[f"acc_{key}_{x}"] for x in FRACTIONS},
+                      SECONDS_COLUMN: numbers.get(f"seconds_{key}", np.nan)}
         if key == "random":
             rows[f"{label} (max - min of seeds)"] = {"0% removed": np.nan,
                                                      **{f"{x}% removed": numbers[f"spread_random_{x}"]
-                                                        for x in FRACTIONS}}
+                                                        for x in FRACTIONS}, SECONDS_COLUMN: np.nan}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "ranking (test accuracy, %)"
     return table
@@ -197,14 +269,21 @@ def _removed_table(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ the paper
+def _paper_rows() -> dict[str, str]:
+    """Our ranking key -> its row of Table 3."""
+    return {"ddm": "DDM", "random": "Random",
+            **{key: influence.PAPER_ROWS[method] for key, method in INFLUENCE_RANKINGS.items()}}
+
+
 def paper_values(dataset: str) -> dict:
-    """Table 3's DDM and Random rows (MNIST only; the 0% column is the target's accuracy)."""
+    """Table 3's rows: DDM, Random and the influence functions (MNIST only; the 0% column is the
+    target's accuracy)."""
     if dataset != "mnist":
         return {}
     values = {"acc_target": paper.TABLE3_MNIST["DDM"][0]}
     for x in FRACTIONS:
-        values[f"acc_ddm_{x}"] = paper.TABLE3_MNIST["DDM"][x]
-        values[f"acc_random_{x}"] = paper.TABLE3_MNIST["Random"][x]
+        for key, row in _paper_rows().items():
+            values[f"acc_{key}_{x}"] = paper.TABLE3_MNIST[row][x]
     return values
 
 
@@ -212,14 +291,14 @@ PAPER_CURVES_LABEL = "paper, MNIST (Table 3)"   # how the figure's legend names 
 
 
 def paper_curves(dataset_name: str) -> dict[str, dict[float, float]]:
-    """Table 3's DDM and Random rows as curves for the figure (share removed in % -> accuracy),
+    """Table 3's rows as curves for the figure (share removed in % -> accuracy),
     keyed by the label of our matching ranking. MNIST's for MNIST and for data the paper never
     used (the nearest reference there is); none for CIFAR and the others (Table 3 is MNIST only)."""
     key = datasets.paper_key(dataset_name) or DEFAULT_PAPER_DATASET
     if key != "mnist":
         return {}
-    return {RANKING_LABELS["ddm"]: {x: paper.TABLE3_MNIST["DDM"][x] for x in FRACTIONS},
-            RANKING_LABELS["random"]: {x: paper.TABLE3_MNIST["Random"][x] for x in FRACTIONS}}
+    return {RANKING_LABELS[ranking]: {x: paper.TABLE3_MNIST[row][x] for x in FRACTIONS}
+            for ranking, row in _paper_rows().items()}
 
 
 # ------------------------------------------------------------------------------------------ verdict
@@ -299,6 +378,27 @@ def _reading(run: RunNumbers) -> list[str]:
                          f"clearly worse at {len(below)} ({_shares(below)})."
                          + (" Even this reference is no ceiling: removing many clusters at once is not the sum of "
                             "removing each." if key == "exact" else ""))
+    for key, method in INFLUENCE_RANKINGS.items():
+        above, below, gaps = _compare(run, key, "random", floor)
+        if gaps:
+            row = influence.PAPER_ROWS[method]
+            paper_gaps = ", ".join(f"{paper.TABLE3_MNIST[row][x] - paper.TABLE3_MNIST['Random'][x]:+.1f}"
+                                   for x in FRACTIONS)
+            cost = (f" Ranking took {run[f'seconds_{key}']:.3g} s." if run.has(f"seconds_{key}") else "")
+            lines.append(f"* **{row} (Table 3's row).** Ranking by {influence.LABELS[method]} is clearly better "
+                         f"than random at {len(above)} of {len(gaps)} shares ({_shares(above)}) and clearly worse "
+                         f"at {len(below)} ({_shares(below)}); {row} − random, in points: " + "; ".join(gaps)
+                         + f". The paper's MNIST gaps are {paper_gaps} at 1/10/20/50%.{cost}")
+    against = []
+    for key, method in INFLUENCE_RANKINGS.items():
+        above, below, gaps = _compare(run, "ddm", key, floor)
+        if gaps:
+            against.append(f"{influence.PAPER_ROWS[method]}: clearly better at {_shares(above)}, clearly worse at "
+                           f"{_shares(below)}")
+    if against:
+        lines.append("* **Table 3's claim: DDM's ranking beats the influence functions'.** DDM against "
+                     + "; against ".join(against) + " (same thresholds as against random). The paper has DDM "
+                     "above all three from 1% on.")
     _, hurts, gaps = _compare(run, "ddm_helpful", "random", floor)
     if gaps:
         _, exact_hurts, exact_gaps = _compare(run, "exact_helpful", "random", floor)
