@@ -18,6 +18,7 @@ CHAPTERS: dict[str, str] = {
     "03_online_attribution": "attribution",
     "04_unlearning": "unlearning",
     "05_harmful_data": "harmful_data",
+    "06_influence_functions": "influence",
 }
 
 

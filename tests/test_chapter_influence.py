@@ -1,0 +1,142 @@
+"""Chapter 06 (Tables 1 and 2): its measurement on tiny digits, the paper's numbers, and every
+verdict threshold on planted runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddm import paper
+from ddm.chapters import base, influence as chapter
+
+from fixtures_core import one_thread, single_thread  # noqa: F401
+
+TINY = {"data.train_per_class": 30, "data.test_per_class": 10, "model.width": 8, "train.epochs": 3,
+        "train.lr": 0.05, "clusters.clusters_per_class": 2, "distill.steps": 10, "distill.step_length": 1,
+        "online.finetune_steps": 4, "eval.n_test_points": 5, "eval.lds_masks": 5,
+        "influence.lissa_depth": 50, "influence.arnoldi_iterations": 15, "influence.arnoldi_rank": 5,
+        "influence.fastif_neighbours": 20}
+ON_CLUSTERS = ("random", "predict", "clustering", "ddm_match", "ddm", "if", "lissa", "fastif", "scaleup",
+               "tracin", "trak")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory) -> chapter.Result:
+    with one_thread():
+        exp = base.open_experiment("quick", overrides=TINY, cache_root=tmp_path_factory.mktemp("store"))
+        return chapter.run(exp, draws=2)
+
+
+# ------------------------------------------------------------------------------------------ run
+def test_run_on_tiny_digits_measures_every_field(result) -> None:
+    assert result.num_clusters == 20 and result.test_points == 10 and result.test_draws == 2
+    numbers = result.headline_numbers()
+    assert set(numbers) == set(chapter.Result.headline_labels())
+    missing = sorted(k for k, v in numbers.items() if v is None)
+    assert not missing, f"not measured: {missing}"
+    assert 1 <= result.retrains_ddm_wo_cluster <= 20 + 1
+    assert list(result.table1.index) == [chapter.LABELS[s] for s in (*chapter.TABLE1, "exact", "noise")]
+    assert list(result.table2.index) == [chapter.LABELS[s] for s in
+                                         (*chapter.TABLE2, *chapter.BEYOND_PAPER, "exact", "noise")]
+
+
+def test_exact_retrainings_own_pick_bounds_every_method_on_the_same_clusters(result) -> None:
+    # The exact pick maximises the realised Dist1 (and Dist3) at every test point, so no method
+    # locating clusters of the same clustering can exceed it in any draw.
+    for suffix in ON_CLUSTERS:
+        for ours, best in zip(result.dist1_draws[suffix], result.dist1_draws["exact"]):
+            assert ours <= best + 1e-9, suffix
+        assert getattr(result, f"dist3_{suffix}") <= result.dist3_exact + 1e-9, suffix
+    # Dist3 = 1 / (1 + x) with x a squared distance between probability vectors (<= 2).
+    assert all(1 / 3 <= getattr(result, f"dist3_{s}") <= 1 for s in ON_CLUSTERS)
+
+
+def test_spread_is_the_standard_deviation_of_the_draws(result) -> None:
+    import numpy as np
+
+    for suffix, values in result.dist1_draws.items():
+        assert getattr(result, f"dist1_x100_{suffix}") == pytest.approx(np.mean(values))
+        assert getattr(result, f"dist1_sd_{suffix}") == pytest.approx(np.std(values, ddof=1))
+
+
+def test_every_method_is_timed(result) -> None:
+    for suffix in ("ddm", "if", "lissa", "fastif", "scaleup", "tracin", "trak"):
+        assert getattr(result, f"seconds_{suffix}") > 0
+        assert getattr(result, f"peak_mb_{suffix}") >= 0
+
+
+# ------------------------------------------------------------------------------------------ paper
+def test_paper_values_are_tables_1_and_2() -> None:
+    mnist = chapter.paper_values("mnist")
+    assert mnist["dist1_x100_ddm"] == paper.TABLE1["DDM-full"]["mnist"][0] == paper.TABLE2["DDM"]["mnist"]
+    assert mnist["dist1_x100_if"] == 10.0 and mnist["dist1_x100_fastif"] == 9.8 and mnist["dist1_x100_scaleup"] == 10.4
+    assert mnist["dist2_ddm_wo_cluster"] == 0.55 and mnist["dist1_x100_predict"] == 5.5
+    assert "dist2_predict" not in mnist                 # "-" in Table 1: not reported
+    assert mnist["num_clusters"] == 100
+    assert chapter.paper_values("cifar10")["dist1_x100_scaleup"] == 6.5
+    assert chapter.paper_values("digits") == {}
+    # Table 1 and Table 2 agree wherever they report the same method.
+    for key in ("mnist", "cifar10", "cifar100"):
+        assert paper.TABLE1["Random Select"][key][0] == paper.TABLE2["Random"][key]
+        assert paper.TABLE1["DDM-full"][key][0] == paper.TABLE2["DDM"][key]
+
+
+# ------------------------------------------------------------------------------------------ verdict
+def _run(**values) -> base.RunNumbers:
+    """A planted run: DDM clearly above every influence function, all above the noise."""
+    numbers = dict(test_draws=3,
+                   dist1_x100_ddm=10.0, dist1_sd_ddm=0.5, dist1_x100_if=6.0, dist1_sd_if=0.5,
+                   dist1_x100_fastif=5.0, dist1_sd_fastif=0.5, dist1_x100_scaleup=5.5, dist1_sd_scaleup=0.5,
+                   dist1_x100_random=2.0, dist1_sd_random=0.5, dist1_x100_noise=1.0, dist1_sd_noise=0.1,
+                   dist1_x100_exact=20.0, dist1_sd_exact=1.0, dist1_x100_ddm_wo_cluster=4.0,
+                   dist1_sd_ddm_wo_cluster=0.5, spearman_ddm=0.5, spearman_if=0.2, spearman_fastif=0.1,
+                   spearman_scaleup=0.1, spearman_random=0.0, spearman_noise=0.6,
+                   seconds_ddm=2.0, peak_mb_ddm=10.0, seconds_if=20.0, peak_mb_if=300.0)
+    numbers.update(values)
+    return base.RunNumbers(numbers, "cpu", "mnist", True)
+
+
+def _text(**values) -> str:
+    return "\n".join(chapter._reading(_run(**values)))
+
+
+def test_verdict_says_the_claim_holds_when_ddm_is_clearly_above() -> None:
+    assert "the claim holds here" in _text()
+
+
+def test_verdict_says_the_claim_fails_when_an_influence_function_is_clearly_above() -> None:
+    text = _text(dist1_x100_fastif=14.0)
+    assert "does **not** hold" in text and "FastIF" in text
+
+
+def test_verdict_calls_gaps_within_the_spreads_indistinguishable() -> None:
+    # gap 0.9 < SPREADS_APART x (0.5 + 0.5)
+    assert "not distinguishable" in _text(dist1_x100_if=9.1)
+    assert "the claim holds" in _text(dist1_x100_if=8.9)
+
+
+def test_verdict_names_methods_below_the_noise() -> None:
+    text = _text(dist1_x100_noise=7.0)
+    below = text.split("Below the noise: ")[1].split(": their picks")[0]
+    assert below == "Koh et al., FastIF, Scaleup, Random Select"
+    assert "Every method's pick stands above that noise" in _text()
+
+
+def test_verdict_flags_when_dist1_and_the_ground_truth_disagree() -> None:
+    assert "Dist1 says the same" in _text()
+    assert "**disagree**" in _text(spearman_if=0.8)
+
+
+def test_verdict_of_the_ablation_orders_the_rows() -> None:
+    text = _text()
+    assert "DDM-full 10.00 > DDM w/o cluster 4.00 > Random Select 2.00" in text
+    assert "DDM-full is above DDM w/o cluster" in text
+
+
+def test_verdict_flags_a_pick_that_ignores_the_test_image() -> None:
+    assert "the same cluster whatever the test image" in _text(same_pick_pct_ddm=100.0, same_pick_pct_exact=20.0)
+    assert "Its picks vary with the test image" in _text(same_pick_pct_ddm=30.0, same_pick_pct_exact=20.0)
+
+
+def test_same_pick_share_is_measured_from_the_picks(result) -> None:
+    assert 100 / result.num_clusters <= result.same_pick_pct_random <= 100
+    assert result.same_pick_pct_exact >= 100 / result.test_points
