@@ -130,6 +130,17 @@ def test_verdict_of_the_ablation_orders_the_rows() -> None:
     text = _text()
     assert "DDM-full 10.00 > DDM w/o cluster 4.00 > Random Select 2.00" in text
     assert "DDM-full is above DDM w/o cluster" in text
+    assert ("the paper's MNIST column orders them DDM-match 10.8 > DDM-full 10.8 > DDM w/o cluster 9.1 > "
+            "Clustering-based 6.2 > Predict-based 5.5 > Random Select 3.3") in text
+    cifar = "\n".join(chapter._reading(base.RunNumbers(_run().values, "cpu", "cifar10-jpeg", True)))
+    assert "the paper's CIFAR-10 column orders them DDM-full 6.8 > DDM w/o cluster 5.9" in cifar
+
+
+def test_verdict_says_when_even_the_best_pick_is_below_the_noise() -> None:
+    text = _text(dist1_x100_noise=25.0)
+    assert "Even the best pick stays below it" in text
+    assert "The paper's Random Select reaches 3.3 on MNIST" in text
+    assert "Even the best pick" not in _text()
 
 
 def test_verdict_flags_a_pick_that_ignores_the_test_image() -> None:
