@@ -9,7 +9,8 @@ scale of every experiment in the book:
 - ``cpu``: the full tables on a CPU, hours;
 - ``paper``: the paper's Table 5 settings, for a GPU.
 
-This is the only module that reads environment variables (``DDM_DATA_ROOT``).
+Environment variables are read here (``DDM_DATA_ROOT``, ``DDM_CACHE``) and, for where exact retrains
+run, by :func:`ddm.training.resolve_scheduler` (``DDM_SCHEDULER``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ class EvalConfig:
     lds_keep_fraction: float = _help("fraction of clusters kept in an LDS mask", 0.5)
     seed: int = _help("seed of the test points and masks", 0)
     workers: int = _help("parallel processes for exact retrains", 1)
+    scheduler: str = _help("where exact retrains run: '' (this process, or eval.workers processes), 'local' "
+                           "(a dask.distributed LocalCluster of eval.workers one-thread workers), or a Dask "
+                           "scheduler address tcp://host:port; empty: $DDM_SCHEDULER, else ''", "")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from ddm.matching import Synset, distill_synset
 from ddm.models import build_model, penultimate_features
 from ddm.online import perturbed_models, predict_many
 from ddm.store import ArtifactStore
-from ddm.training import (Params, RetrainJob, Trajectory, get_params, predict_logits, run_retrains,
-                          train_trajectory)
+from ddm.training import (Params, RetrainJob, Trajectory, get_params, predict_logits, resolve_scheduler,
+                          run_retrains, train_trajectory)
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,12 @@ class Experiment:
                              order_seed: int | None = None, workers: int | None = None) -> torch.Tensor:
         """Exact unlearning of every removal set (cluster ids of ``clustering``): logits of each
         retrained network on the whole test set, (R, N_test, L). Every retrain is its own cached
-        artifact, so an interrupted batch resumes where it stopped and jobs run in parallel."""
+        artifact, so an interrupted batch resumes where it stopped and jobs run in parallel: in
+        ``eval.workers`` processes, or on the Dask engine ``eval.scheduler`` (else
+        ``$DDM_SCHEDULER``) names. Workers return parameters; this process alone writes the store."""
         seed = self.config.train.order_seed if order_seed is None else order_seed
         workers = self.config.eval.workers if workers is None else workers
+        scheduler = resolve_scheduler(self.config.eval.scheduler)   # checked before any work
         keys = [self._key("model", "train", clustering=clustering.assignment.tolist(),
                           removed=sorted(int(c) for c in removal), order_seed=seed) for removal in removal_sets]
         missing = [i for i, key in enumerate(keys) if not self.store.exists("retrain", key)]
@@ -202,7 +205,8 @@ class Experiment:
                 self.store.save("retrain", keys[missing[j]], {"test_logits": logits})
 
             run_retrains(model, self.initial_params(), self.train.images, self.train.labels, self.config.train,
-                         jobs, workers=workers, device=self.device, progress=self.progress, on_result=save)
+                         jobs, workers=workers, device=self.device, progress=self.progress, on_result=save,
+                         scheduler=scheduler)
         return torch.stack([self.store.load("retrain", key)["test_logits"] for key in keys])
 
     def test_point_indices(self) -> torch.Tensor:

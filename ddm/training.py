@@ -6,13 +6,24 @@ reads. The data order is drawn from ``order_seed`` and recorded. Exact unlearnin
 the same theta_0 with the *same* order, the removed images dropped from their batches: with
 nothing removed it reproduces the target bit for bit, so the effect it measures is the removed
 cluster's alone. Retraining under another ``order_seed`` measures the noise floor.
+
+The exact retrains behind every ground truth are independent jobs. :func:`run_retrains` runs
+them in this process, in a pool of local processes, or on a Dask engine (``dask.distributed``):
+a local cluster it starts and closes, or an existing scheduler given by address
+(:func:`resolve_scheduler`). Workers only return parameters; the caller saves each result as it
+arrives (``on_result``), so the store keeps a single writer and an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import copy
+import logging
 import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -131,14 +142,178 @@ def _run_job(args) -> Params:
     return retrain_without(model, initial, images, labels, config, job.removed, job.order_seed, device)
 
 
+# ---------------------------------------------------------------------------------------------
+# The Dask engine (dask.distributed, futures API)
+# ---------------------------------------------------------------------------------------------
+
+SCHEDULER_ENV = "DDM_SCHEDULER"
+LOCAL_SCHEDULER = "local"
+CONNECT_TIMEOUT_S = 10.0   # seconds to reach a scheduler by address, and for it to have a worker
+_ADDRESS = re.compile(r"^(tcp|tls)://\S+:\d+$")
+SCHEDULER_CHOICES = "'' (this process, or eval.workers processes), 'local' (a Dask LocalCluster) " \
+                    "or a Dask scheduler address such as tcp://127.0.0.1:8786"
+
+
+class SchedulerError(ValueError):
+    """A retrain engine that cannot be used: an unknown setting or an unreachable scheduler."""
+
+
+def check_scheduler(scheduler: str, source: str = "scheduler") -> str:
+    """``scheduler`` stripped, if it is '', 'local' or a ``tcp://``/``tls://`` address with a
+    port; else a :class:`SchedulerError` naming ``source`` and the choices."""
+    text = scheduler.strip() if isinstance(scheduler, str) else scheduler
+    if text in ("", LOCAL_SCHEDULER) or (isinstance(text, str) and _ADDRESS.match(text)):
+        return text
+    raise SchedulerError(f"unknown {source} {scheduler!r}; choose {SCHEDULER_CHOICES}")
+
+
+def resolve_scheduler(setting: str = "", environ: Mapping[str, str] | None = None) -> str:
+    """Where exact retrains run: ``setting`` (``eval.scheduler``), else ``$DDM_SCHEDULER`` when
+    the setting is empty, checked by :func:`check_scheduler`. ``environ`` defaults to
+    ``os.environ`` (tests pass a dict)."""
+    if setting and setting.strip():
+        return check_scheduler(setting, "eval.scheduler")
+    env = os.environ if environ is None else environ
+    return check_scheduler(env.get(SCHEDULER_ENV, ""), f"${SCHEDULER_ENV}")
+
+
+@dataclass(frozen=True)
+class _RetrainInputs:
+    """What every job shares, sent to the workers once (scattered), not once per job."""
+
+    model: nn.Module
+    initial: Params
+    images: torch.Tensor
+    labels: torch.Tensor
+    config: TrainConfig
+    device: str
+
+
+@contextmanager
+def _environ_restored() -> Iterator[None]:
+    """``os.environ`` as it was on entry after the block: what was added is removed, what was
+    changed or removed is put back."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        for name, value in before.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    # A worker of a scheduler given by address may serve others too: restore its setting.
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _dask_job(inputs: _RetrainInputs, job: RetrainJob) -> Params:
+    """One retrain on a Dask worker, one torch thread (runs there; CPU tensors come back)."""
+    with _torch_threads(1):
+        # The scattered inputs are one object per worker, shared by its jobs: train a copy.
+        model = copy.deepcopy(inputs.model)
+        return retrain_without(model, inputs.initial, inputs.images, inputs.labels, inputs.config,
+                               job.removed, job.order_seed, inputs.device)
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int = 1, connect_timeout: float = CONNECT_TIMEOUT_S):
+    """A ``distributed.Client`` on ``scheduler``: ``"local"`` starts a LocalCluster of
+    ``workers`` one-thread processes and closes it on exit; an address connects to an existing
+    scheduler (within ``connect_timeout`` s, waiting as long for one worker) and on exit closes
+    only this connection, never the scheduler. Neither becomes dask's default client."""
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        raise SchedulerError(f"scheduler {scheduler!r} needs dask.distributed, which is not installed "
+                             f"(pip install distributed); or set eval.scheduler to ''") from error
+
+    if scheduler == LOCAL_SCHEDULER:
+        # Dask writes its workers' environment into this process's os.environ before spawning
+        # them (distributed.nanny.pre-spawn-environ, __DASK_PARENT_PID): put it back when done.
+        # Among those variables is MALLOC_TRIM_THRESHOLD_=65536, which made a one-thread retrain
+        # 1.1-1.9x slower in a worker than in this process (ci profile, benchmarks/
+        # bench_retrain_engine.py): leave the allocator at glibc's default, as in the serial run.
+        # The HTTP server gets a free port (":0"), and dask's own logs show only errors.
+        with _environ_restored(), \
+                dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+                LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
+                             dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            yield client
+        return
+    fix = (f"start one (dask scheduler; dask worker {scheduler}), or set eval.scheduler / "
+           f"${SCHEDULER_ENV} to another address, to 'local' or to ''")
+    try:
+        client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+    except (OSError, TimeoutError) as error:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} within {connect_timeout:g} s "
+                             f"({error}); {fix}") from error
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=connect_timeout)
+        except (OSError, TimeoutError) as error:
+            raise SchedulerError(f"the Dask scheduler at {scheduler} has no worker after {connect_timeout:g} s; "
+                                 f"start one (dask worker {scheduler})") from error
+        yield client
+
+
+def _run_on_dask(inputs: _RetrainInputs, jobs: list[RetrainJob], scheduler: str, workers: int,
+                 connect_timeout: float, progress: bool,
+                 on_result: Callable[[int, Params], None] | None) -> list[Params]:
+    """One future per job; the parent hands each result to ``on_result`` as it completes."""
+    if not jobs:
+        return []
+    results: list[Params | None] = [None] * len(jobs)
+    with dask_client(scheduler, workers, connect_timeout) as client:
+        from distributed import as_completed   # importable: dask_client checked
+
+        shared = client.scatter(inputs, broadcast=True, hash=False)
+        pending = {client.submit(_dask_job, shared, job, pure=False): i for i, job in enumerate(jobs)}
+        try:
+            for future in tqdm(as_completed(list(pending), loop=client.loop), total=len(jobs),
+                               desc="exact retrains", disable=not progress):
+                i = pending.pop(future)
+                params = future.result()   # re-raises a job's error here
+                if on_result is not None:
+                    on_result(i, params)   # the single writer: save at once, so an interrupted run resumes
+                results[i] = params
+        finally:
+            if pending:   # an error or an interrupt: leave no orphan work on a shared cluster
+                client.cancel(list(pending))
+    return results  # type: ignore[return-value]
+
+
 def run_retrains(model: nn.Module, initial: Params, images: torch.Tensor, labels: torch.Tensor,
                  config: TrainConfig, jobs: list[RetrainJob], workers: int = 1, device: str = "cpu",
-                 progress: bool = True, on_result=None) -> list[Params]:
-    """Run independent exact retrains, in ``workers`` processes when more than one.
+                 progress: bool = True, on_result: Callable[[int, Params], None] | None = None,
+                 scheduler: str = "", connect_timeout: float = CONNECT_TIMEOUT_S) -> list[Params]:
+    """Run independent exact retrains; their parameters in the order of ``jobs``.
 
-    Each worker uses one thread: on a small CPU several one-thread trainings are faster than one
-    many-thread training. ``on_result(i, params)`` is called as each job's result arrives.
+    ``scheduler`` (checked by :func:`check_scheduler`; :func:`resolve_scheduler` adds
+    ``$DDM_SCHEDULER``) says where they run: ``""`` in this process, or in ``workers`` local
+    processes when more than one; ``"local"`` on a Dask LocalCluster of ``workers`` one-thread
+    worker processes, started here and closed on return; ``"tcp://host:port"`` on the workers of
+    an existing Dask scheduler (``workers`` is then the cluster's business), which stays up.
+    Parallel workers use one torch thread each: on a small CPU several one-thread trainings are
+    faster than one many-thread training, and the results equal the serial run's at one thread
+    bit for bit. ``on_result(i, params)`` is called in this process as job ``i`` finishes (in
+    completion order on Dask): the caller saves there, so whatever finished before an
+    interruption is kept.
     """
+    scheduler = check_scheduler(scheduler)
+    if scheduler:
+        inputs = _RetrainInputs(model, initial, images, labels, config, device)
+        return _run_on_dask(inputs, jobs, scheduler, workers, connect_timeout, progress, on_result)
     args = [(model, initial, images, labels, config, job, device, 1 if workers > 1 else 0) for job in jobs]
     results: list[Params] = []
 
