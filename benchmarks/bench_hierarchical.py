@@ -24,7 +24,6 @@ import dataclasses
 import time
 
 import common
-from common import machine_line
 
 import torch  # noqa: E402
 
@@ -63,9 +62,8 @@ def cached_synset(exp: Experiment, clusters=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    config = common.config_from(args, SIZES)
-    exp = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root, progress=False)
-    print(machine_line())   # after Experiment.create, which applied config.threads
+    exp = common.experiment_from(args, SIZES)
+    config = exp.config
     vectorised = args.vectorised or config.online.vectorised
     final = exp.target().final     # loaded once: Experiment.target() reads the store on every call
     clustering = exp.clusters()

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import common
-from common import best_of, machine_line, max_abs_diff, timer
+from common import best_of, max_abs_diff, timer
 
 import torch  # noqa: E402  (after common, which puts the checkout on sys.path)
 
@@ -149,9 +149,8 @@ def part_b(exp: Experiment, args, synset: Synset | None) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    config = common.config_from(args, SIZES)
-    exp = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root, progress=False)
-    print(machine_line())   # after Experiment.create, which applied config.threads
+    exp = common.experiment_from(args, SIZES)
+    config = exp.config
     points = exp.test_point_indices()
     synset = None if args.skip_a else part_a(exp, args, points)
     if not args.skip_b:

@@ -87,9 +87,8 @@ def dask_run(workers: int, retrain, malloc_trim: bool = False) -> tuple[float, f
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    config = common.config_from(args, SIZES)
-    exp = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root, progress=False)
-    print(machine_line())   # after Experiment.create, which applied config.threads
+    exp = common.experiment_from(args, SIZES)
+    config = exp.config
     clustering = exp.clusters()
     K = clustering.num_clusters
     ids = sorted(set(np.linspace(0, K - 1, max(1, min(args.retrains, K))).round().astype(int).tolist()))

@@ -68,6 +68,17 @@ def config_from(args: argparse.Namespace, sizes: dict[str, object]) -> Experimen
     return make_config(args.profile, items, threads=args.threads)
 
 
+def experiment_from(args: argparse.Namespace, sizes: dict[str, object]):
+    """The benchmark's experiment (:func:`config_from`), after which the machine line is printed:
+    Experiment.create applies config.threads, which the line reports."""
+    from ddm.experiment import Experiment
+
+    exp = Experiment.create(config_from(args, sizes), data_root=args.data_root, cache_root=args.cache_root,
+                            progress=False)
+    print(machine_line())
+    return exp
+
+
 def machine_line(config: ExperimentConfig | None = None) -> str:
     """The machine, load, versions and thread count of a run: ``config.threads`` when given (a
     process that builds no Experiment), else torch's current count."""
