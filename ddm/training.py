@@ -205,6 +205,21 @@ def _environ_restored() -> Iterator[None]:
 
 
 @contextmanager
+def _distributed_logs_at(level: int) -> Iterator[None]:
+    """dask's loggers at ``level`` for the block (its handler writes to the stderr of import time;
+    a LocalCluster's start-up would otherwise print INFO lines there)."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "dask")]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, before):
+            logger.setLevel(old)
+
+
+@contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
     # A worker of a scheduler given by address may serve others too: restore its setting.
     before = torch.get_num_threads()
@@ -244,8 +259,12 @@ def dask_client(scheduler: str, workers: int = 1, connect_timeout: float = CONNE
         # 1.1-1.9x slower in a worker than in this process (ci profile, benchmarks/
         # bench_retrain_engine.py): leave the allocator at glibc's default, as in the serial run.
         # The HTTP server gets a free port (":0"), and dask's own logs show only errors.
-        with _environ_restored(), \
-                dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+        # No route to a proxy for the workers' pages: without jupyter-server-proxy installed, the
+        # scheduler logs that (with a traceback) on every start.
+        routes = [r for r in dask.config.get("distributed.scheduler.http.routes") if r != "distributed.http.proxy"]
+        with _environ_restored(), _distributed_logs_at(logging.ERROR), \
+                dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                 "distributed.scheduler.http.routes": routes}), \
                 LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster, set_as_default=False) as client:
