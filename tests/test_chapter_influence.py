@@ -56,6 +56,8 @@ def test_spread_is_the_standard_deviation_of_the_draws(result) -> None:
     for suffix, values in result.dist1_draws.items():
         assert getattr(result, f"dist1_x100_{suffix}") == pytest.approx(np.mean(values))
         assert getattr(result, f"dist1_sd_{suffix}") == pytest.approx(np.std(values, ddof=1))
+    assert all(getattr(result, f"{q}_sd_{s}") >= 0 for q in ("dist2", "dist3") for s in (*chapter.TABLE1, "exact"))
+    assert " ± " in result.table1.loc[chapter.LABELS["ddm"], "Dist2 (± spread)"]
 
 
 def test_every_method_is_timed(result) -> None:

@@ -141,6 +141,21 @@ class Result(ChapterResult):
     dist3_tracin: float | None = headline("Dist3, TracIn", default=None)
     dist3_trak: float | None = headline("Dist3, TRAK", default=None)
     dist3_exact: float | None = headline("Dist3, exact retraining's own pick", default=None)
+    # Table 1's rows: the spread of Dist2 and Dist3 over the test-point draws.
+    dist2_sd_random: float | None = headline("Dist2 spread over test-point draws, Random Select", default=None)
+    dist2_sd_predict: float | None = headline("Dist2 spread over test-point draws, Predict-based", default=None)
+    dist2_sd_clustering: float | None = headline("Dist2 spread over test-point draws, Clustering-based", default=None)
+    dist2_sd_ddm_wo_cluster: float | None = headline("Dist2 spread over test-point draws, DDM w/o cluster", default=None)
+    dist2_sd_ddm_match: float | None = headline("Dist2 spread over test-point draws, DDM-match", default=None)
+    dist2_sd_ddm: float | None = headline("Dist2 spread over test-point draws, DDM-full (Alg. 1)", default=None)
+    dist2_sd_exact: float | None = headline("Dist2 spread over test-point draws, exact retraining's own pick", default=None)
+    dist3_sd_random: float | None = headline("Dist3 spread over test-point draws, Random Select", default=None)
+    dist3_sd_predict: float | None = headline("Dist3 spread over test-point draws, Predict-based", default=None)
+    dist3_sd_clustering: float | None = headline("Dist3 spread over test-point draws, Clustering-based", default=None)
+    dist3_sd_ddm_wo_cluster: float | None = headline("Dist3 spread over test-point draws, DDM w/o cluster", default=None)
+    dist3_sd_ddm_match: float | None = headline("Dist3 spread over test-point draws, DDM-match", default=None)
+    dist3_sd_ddm: float | None = headline("Dist3 spread over test-point draws, DDM-full (Alg. 1)", default=None)
+    dist3_sd_exact: float | None = headline("Dist3 spread over test-point draws, exact retraining's own pick", default=None)
     # How much the Dist1 pick depends on the test image: the share of test points given the method's most
     # frequent pick (100%: one cluster for every test point).
     same_pick_pct_random: float | None = headline("test points given the most frequent Dist1 pick (%), Random Select",
@@ -267,8 +282,10 @@ def run(exp: Experiment, draws: int = TEST_DRAWS) -> Result:
     for suffix, found in per_draw.items():
         dist1_draws[suffix] = [f[locating.DIST1_X100] for f in found]
         numbers[f"dist1_x100_{suffix}"], numbers[f"dist1_sd_{suffix}"] = locating.mean_and_spread(dist1_draws[suffix])
-        numbers[f"dist2_{suffix}"] = locating.mean_and_spread([f[locating.DIST2] for f in found])[0]
-        numbers[f"dist3_{suffix}"] = locating.mean_and_spread([f[locating.DIST3] for f in found])[0]
+        numbers[f"dist2_{suffix}"], numbers[f"dist2_sd_{suffix}"] = locating.mean_and_spread(
+            [f[locating.DIST2] for f in found])
+        numbers[f"dist3_{suffix}"], numbers[f"dist3_sd_{suffix}"] = locating.mean_and_spread(
+            [f[locating.DIST3] for f in found])
     noise = [f.get(locating.DIST1_X100_NOISE) for f in per_draw["exact"]]
     if all(v is not None for v in noise):
         dist1_draws["noise"] = noise
@@ -305,8 +322,10 @@ def run(exp: Experiment, draws: int = TEST_DRAWS) -> Result:
 
 
 # ------------------------------------------------------------------------------------------ tables
-def _mean_spread(numbers: dict, suffix: str) -> str:
-    mean, spread = numbers.get(f"dist1_x100_{suffix}"), numbers.get(f"dist1_sd_{suffix}")
+def _mean_spread(numbers: dict, suffix: str, quantity: str = "dist1") -> str:
+    """A Dist of Eq. 10 as "mean ± spread over the draws" (``quantity``: dist1, dist2 or dist3)."""
+    mean = numbers.get(f"dist1_x100_{suffix}" if quantity == "dist1" else f"{quantity}_{suffix}")
+    spread = numbers.get(f"{quantity}_sd_{suffix}")
     if mean is None:
         return book.BLANK
     return f"{book.format_number(mean)} ± {book.format_number(spread, 2)}" if spread is not None else \
@@ -320,9 +339,9 @@ def _table1(numbers: dict, key: str) -> pd.DataFrame:
         printed = paper.TABLE1.get(PAPER_TABLE1.get(suffix, ""), {}).get(key, (None, None, None))
         rows.append({"method": LABELS[suffix], "Dist1 x100 (± spread over draws)": _mean_spread(numbers, suffix),
                      f"paper Dist1 x100 ({where})": book.as_printed(printed[0]),
-                     "Dist2": book.format_number(numbers.get(f"dist2_{suffix}")),
+                     "Dist2 (± spread)": _mean_spread(numbers, suffix, "dist2"),
                      f"paper Dist2 ({where})": book.as_printed(printed[1]),
-                     "Dist3": book.format_number(numbers.get(f"dist3_{suffix}")),
+                     "Dist3 (± spread)": _mean_spread(numbers, suffix, "dist3"),
                      f"paper Dist3 ({where})": book.as_printed(printed[2]),
                      "Spearman with exact": book.format_number(numbers.get(f"spearman_{suffix}"), 2)})
     return pd.DataFrame(rows).set_index("method")
