@@ -153,3 +153,9 @@ def test_verdict_flags_a_pick_that_ignores_the_test_image() -> None:
 def test_same_pick_share_is_measured_from_the_picks(result) -> None:
     assert 100 / result.num_clusters <= result.same_pick_pct_random <= 100
     assert result.same_pick_pct_exact >= 100 / result.test_points
+
+
+def test_table_cells_never_show_more_than_four_decimals() -> None:
+    numbers = {"dist3_ddm": 0.99912, "dist3_sd_ddm": 0.00023, "dist1_x100_ddm": 0.000112, "dist1_sd_ddm": 0.00004}
+    assert chapter._mean_spread(numbers, "ddm", "dist3") == "0.999 ± 0.0002"
+    assert chapter._mean_spread(numbers, "ddm") == "0.0001 ± 0"

@@ -74,6 +74,7 @@ REFERENCES = ("random", "predict", "clustering", "exact", "noise")
 SPEARMAN_BAND = 0.05     # two mean Spearman correlations closer than this are called indistinguishable
 SPREADS_APART = 1.0      # two Dist1 means are called different when their gap exceeds this many times
                          # the sum of their spreads over the test-point draws
+MAX_DECIMALS = 4         # decimals a table cell may show (tools/check_outputs.py refuses longer floats)
 ONE_PICK_PCT = 50.0      # a method giving one cluster to more than this share of the test points has a fixed pick
 
 
@@ -328,8 +329,22 @@ def _mean_spread(numbers: dict, suffix: str, quantity: str = "dist1") -> str:
     spread = numbers.get(f"{quantity}_sd_{suffix}")
     if mean is None:
         return book.BLANK
-    return f"{book.format_number(mean)} ± {book.format_number(spread, 2)}" if spread is not None else \
-        book.format_number(mean)
+    if spread is None:
+        return _at_most_four_decimals(mean, 3)
+    return f"{_at_most_four_decimals(mean, 3)} ± {_at_most_four_decimals(spread, 2)}"
+
+
+def _at_most_four_decimals(value: float, digits: int) -> str:
+    """``digits`` significant digits, but never more than MAX_DECIMALS decimals (as every number the
+    book prints): a spread of 0.00023 shows as 0.0002."""
+    if abs(value) >= 0.01:
+        return book.format_number(value, digits)
+    text = f"{value:.{MAX_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return book.BLANK if value is None else _at_most_four_decimals(value, digits)
 
 
 def _table1(numbers: dict, key: str) -> pd.DataFrame:
@@ -343,7 +358,7 @@ def _table1(numbers: dict, key: str) -> pd.DataFrame:
                      f"paper Dist2 ({where})": book.as_printed(printed[1]),
                      "Dist3 (± spread)": _mean_spread(numbers, suffix, "dist3"),
                      f"paper Dist3 ({where})": book.as_printed(printed[2]),
-                     "Spearman with exact": book.format_number(numbers.get(f"spearman_{suffix}"), 2)})
+                     "Spearman with exact": _cell(numbers.get(f"spearman_{suffix}"))})
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -354,10 +369,10 @@ def _table2(numbers: dict, key: str) -> pd.DataFrame:
         rows.append({"method": LABELS[suffix], "Dist1 x100 (± spread over draws)": _mean_spread(numbers, suffix),
                      f"paper Dist1 x100 ({where})": book.as_printed(
                          paper.TABLE2.get(PAPER_TABLE2.get(suffix, ""), {}).get(key)),
-                     "Spearman with exact": book.format_number(numbers.get(f"spearman_{suffix}"), 2),
-                     "LDS": book.format_number(numbers.get(f"lds_{suffix}"), 2),
-                     "seconds": book.format_number(numbers.get(f"seconds_{suffix}"), 2),
-                     "peak MiB": book.format_number(numbers.get(f"peak_mb_{suffix}"), 2)})
+                     "Spearman with exact": _cell(numbers.get(f"spearman_{suffix}")),
+                     "LDS": _cell(numbers.get(f"lds_{suffix}")),
+                     "seconds": _cell(numbers.get(f"seconds_{suffix}")),
+                     "peak MiB": _cell(numbers.get(f"peak_mb_{suffix}"))})
     return pd.DataFrame(rows).set_index("method")
 
 
