@@ -312,8 +312,7 @@ def run(exp: Experiment, draws: int = TEST_DRAWS) -> Result:
     intervals = {s: scores[s].interval for s in effects}
     if evaluation.NOISE_FLOOR in scores:
         intervals["noise"] = scores[evaluation.NOISE_FLOOR].interval
-    fields = {f.name for f in dataclasses.fields(Result) if "headline" in f.metadata}
-    numbers = {k: v for k, v in numbers.items() if k in fields}
+    numbers = {k: v for k, v in numbers.items() if k in Result.headline_labels()}
     key = datasets.paper_key(cfg.data.name) or DEFAULT_PAPER_DATASET
     return Result(profile=cfg.profile, dataset=cfg.data.name, num_clusters=clustering.num_clusters,
                   test_points=n_points, test_draws=draws, retrains_ddm_wo_cluster=retrains,
