@@ -16,11 +16,16 @@ Names understood by :func:`load_dataset` (``DATASETS``, plus ``folder:PATH``):
   (``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt``),
   or with ``val`` reorganised into ``val/<wnid>/`` class folders; its ``val`` split is the test split;
 - ``folder:PATH``: any ImageFolder layout ``PATH/{train,test}`` (or ``PATH/val`` for the test split).
+  Its channel count follows the files: 1 when every chosen file is grey-scale, 3 when every one is
+  colour (a mix is an error); the registry's image-folder sets are always decoded as RGB.
 
 Invariant: for any ``per_class``, ``sub = load_dataset(name, split, root, per_class, seed)``
 satisfies ``sub.images == load_dataset(name, split, root).images[sub.source_indices]`` (and the
 same for the labels). For ImageFolder sets and Tiny ImageNet only the chosen files are decoded, and
-only after the whole layout of the split has been checked.
+only after the whole layout of the split has been checked and the headers of the chosen files read
+(their PIL mode and size: a mix of grey-scale and colour, or of sizes, fails before any pixel is
+decoded). The two splits of one data set must agree (classes, channels, size): see
+:func:`check_splits_agree`.
 
 This module reads no environment variables; :func:`ddm.config.resolve_data_root` does.
 """
@@ -42,7 +47,7 @@ from torchvision.transforms import functional as TF
 
 from ddm import datasets as registry
 
-__all__ = ["DATASETS", "DataError", "ImageData", "balanced_subset_indices", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "ImageData", "balanced_subset_indices", "check_splits_agree", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +200,7 @@ def load_dataset(
             raise DataError("folder: needs a path, e.g. name='folder:/data/my_images' with my_images/{train,test}/<class>/")
         path = Path(text).expanduser()
         return _load_folder(name, split, _folder_split_dir(path, split), entry.mean, entry.std,
-                            per_class, seed, image_size)
+                            per_class, seed, image_size, mode=None)
     if entry.loader == "sklearn-digits":
         return _load_digits(split, per_class, seed, image_size)
     if entry.loader == "torchvision":
@@ -209,11 +214,12 @@ def load_dataset(
                 + _ROOT_FIX.format(layout=f"{entry.subfolder}/{{train,test}}/<class>/")
                 + ", or use name='cifar10' with download=True for the official files"
             )
-        return _load_folder(name, split, directory, entry.mean, entry.std, per_class, seed, image_size)
+        return _load_folder(name, split, directory, entry.mean, entry.std, per_class, seed, image_size, mode="RGB")
     if entry.loader == "tiny-imagenet":
         classes, paths, labels, where = _list_tiny_imagenet(root, split, entry.subfolder or "tiny-imagenet-200")
+        # Tiny ImageNet holds some grey-scale JPEGs (about 2%): decoded as RGB like the rest.
         return _decode_listing(name, split, where, classes, paths, labels, entry.mean, entry.std,
-                               per_class, seed, image_size)
+                               per_class, seed, image_size, mode="RGB")
     raise DataError(f"data set {name!r} has loader kind {entry.loader!r}, which ddm.data does not know; "
                     "add its branch to load_dataset")
 
@@ -290,6 +296,7 @@ def _load_torchvision(name: str, split: str, root: Path, per_class: int | None, 
 
 
 def _folder_split_dir(path: Path, split: str) -> Path:
+    """``path/train`` for the train split; ``path/test``, else ``path/val``, for the test split."""
     if not path.is_dir():
         raise DataError(
             f"image folder {path} does not exist; pass name='folder:PATH' with PATH/train/<class>/ and "
@@ -299,10 +306,42 @@ def _folder_split_dir(path: Path, split: str) -> Path:
     for candidate in candidates:
         if (path / candidate).is_dir():
             return path / candidate
+    images, folders = _folder_contents(path)
+    hint = ""
+    if folders and not (path / "train").is_dir():
+        hint = (f"; if {_first_names(folders)} are the classes, move them into {path}/train/ and put held-out "
+                f"images of the same classes in {path}/test/<class>/")
+    elif images:
+        hint = f"; sort the loose image files into {path}/{candidates[0]}/<class>/ sub-folders"
     raise DataError(
-        f"{path} has no {' or '.join(candidates)} folder; lay it out as "
-        f"{path}/{candidates[0]}/<class>/<image files> (the ImageFolder layout)"
+        f"{path} has no {' or '.join(candidates)} folder (found {_describe_contents(images, folders)}); "
+        f"lay it out as {path}/train/<class>/<image files> and {path}/test/<class>/<image files> "
+        f"(the ImageFolder layout; val/ may stand for test/){hint}"
     )
+
+
+def _folder_contents(directory: Path) -> tuple[list[str], list[str]]:
+    """The image files directly in ``directory`` and its sub-folders (names, sorted; hidden ones skipped)."""
+    images, folders = [], []
+    for entry in os.scandir(directory):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(entry.name)
+        elif entry.is_file() and entry.name.lower().endswith(IMG_EXTENSIONS):
+            images.append(entry.name)
+    return sorted(images), sorted(folders)
+
+
+def _first_names(names: Sequence[str], limit: int = 5) -> str:
+    return str(list(names[:limit]))[:-1] + (", ...]" if len(names) > limit else "]")
+
+
+def _describe_contents(images: Sequence[str], folders: Sequence[str]) -> str:
+    """What a folder holds, for an error message: '3 image files directly in it (e.g. a.png) and no sub-folders'."""
+    loose = f"{len(images)} image file(s) directly in it" + (f" (e.g. {images[0]})" if images else "")
+    subs = f"{len(folders)} sub-folder(s) {_first_names(folders)}" if folders else "no sub-folders"
+    return f"{loose} and {subs}"
 
 
 # --- Tiny ImageNet --------------------------------------------------------------------------
@@ -501,14 +540,17 @@ def _list_folder(directory: Path) -> tuple[tuple[str, ...], list[str], np.ndarra
     """Class names and (path, label) listing of an ImageFolder, without decoding anything.
 
     Classes are the sorted non-hidden sub-folders (torchvision's ImageFolder order); files are
-    sorted within each class.
+    sorted within each class. Image files lying directly in ``directory`` belong to no class: they are
+    ignored (logged) when there are class folders, and named in the error when there are too few.
     """
-    classes = tuple(sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")))
+    loose, folders = _folder_contents(directory)
+    classes = tuple(folders)
     if len(classes) < 2:
         raise DataError(
-            f"{directory} has {len(classes)} class folder(s) {list(classes)}; a classification data set "
-            "needs at least two: put the images of each class in their own sub-folder, "
-            f"{directory}/<class>/<image files>"
+            f"{directory} has {len(classes)} class folder(s) {list(classes)} (found "
+            f"{_describe_contents(loose, folders)}); a classification data set needs at least two classes: "
+            f"put the images of each class in their own sub-folder, {directory}/<class>/<image files>, "
+            f"e.g. {directory}/cat/1.png and {directory}/dog/2.png"
         )
     paths, labels, empty = _files_by_class(directory, classes)
     if empty:
@@ -516,57 +558,190 @@ def _list_folder(directory: Path) -> tuple[tuple[str, ...], list[str], np.ndarra
             f"class folder(s) {empty} in {directory} hold no images (extensions {', '.join(IMG_EXTENSIONS)}); "
             "add images or remove the empty folders"
         )
+    if loose:
+        logger.warning("%d image file(s) directly in %s (e.g. %s) are in no class folder; ignored",
+                       len(loose), directory, loose[0])
     return classes, paths, labels
 
 
-def _decode(path: str, mode: str) -> torch.Tensor:
-    """One image file as a uint8 tensor of shape (C, H, W) in PIL ``mode``."""
+# PIL modes with one channel; every other mode ('RGB', 'RGBA', 'P', 'CMYK', 'YCbCr', ...) counts as colour.
+# A palette ('P') image counts as colour even when its palette is grey.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # PIL's convert('L') would clip these
+
+
+def _unreadable(path: str, error: Exception) -> DataError:
+    return DataError(f"cannot read image {path} ({type(error).__name__}: {error}); replace or delete the corrupt file")
+
+
+def _read_header(path: str) -> tuple[str, tuple[int, int]]:
+    """PIL mode and (width, height) of an image file, from its header: no pixel is decoded."""
     try:
         with Image.open(path) as image:
-            image = image.convert(mode)  # forces the full decode inside the try
+            return image.mode, image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, error) from error
+
+
+def _check_headers(paths: Sequence[str], chosen: np.ndarray, directory: Path, mode: str | None,
+                   check_size: bool) -> str:
+    """Read the headers of the chosen files and return the PIL mode to decode them with.
+
+    ``mode=None`` follows the files: ``'L'`` (1 channel) when all are grey-scale, ``'RGB'`` when all
+    are colour, a :class:`DataError` naming one file of each when they mix. Otherwise ``mode`` is
+    returned. With ``check_size``, files of different sizes are a :class:`DataError` too. Raising here
+    means no pixel has been decoded.
+    """
+    grey: list[tuple[str, str]] = []  # (path, PIL mode) of the grey-scale files
+    colour: list[tuple[str, str]] = []
+    first: tuple[str, tuple[int, int]] | None = None
+    for index in chosen:
+        path = paths[index]
+        file_mode, size = _read_header(path)
+        if check_size:
+            if first is None:
+                first = (path, size)
+            elif size != first[1]:
+                raise DataError(
+                    f"images differ in size: {path} is {size[0]}x{size[1]} but {first[0]} is "
+                    f"{first[1][0]}x{first[1][1]} (width x height); resize the files to one size, or pass "
+                    "image_size=N to load_dataset to resize them all to NxN"
+                )
+        if mode is None and file_mode == "F":
+            raise DataError(
+                f"{path} holds floating-point pixels (PIL mode 'F'), whose range is unknown; save the images "
+                "with 8-bit pixels, e.g. Image.open(f).convert('L').save(f) after scaling them to 0..255"
+            )
+        (grey if file_mode in _GREY_MODES else colour).append((path, file_mode))
+    if mode is not None:
+        return mode
+    if grey and colour:
         raise DataError(
-            f"cannot read image {path} ({type(error).__name__}: {error}); replace or delete the "
-            "corrupt file"
-        ) from error
-    return TF.pil_to_tensor(image)
+            f"{directory} mixes grey-scale and colour images: of the {len(chosen)} files chosen, "
+            f"{len(grey)} are grey-scale (e.g. {grey[0][0]}, PIL mode {grey[0][1]!r}) and {len(colour)} are "
+            f"colour (e.g. {colour[0][0]}, PIL mode {colour[0][1]!r}), and a data set has one channel count. "
+            "Convert every file to one mode, e.g. Image.open(f).convert('RGB').save(f) for colour "
+            "(or .convert('L') for grey-scale)"
+        )
+    return "L" if grey else "RGB"
+
+
+def _decode(path: str, mode: str) -> torch.Tensor:
+    """One image file as a uint8 tensor of shape (C, H, W) in PIL ``mode`` (``'L'`` or ``'RGB'``).
+
+    Alpha is dropped. 16-bit grey-scale files (modes ``'I;16'``, ``'I'``) are scaled to 8 bits
+    (``round(x * 255 / 65535)``) where PIL's ``convert('L')`` would clip them.
+    """
+    try:
+        with Image.open(path) as image:
+            file_mode = image.mode
+            if mode == "L" and file_mode in _SIXTEEN_BIT:
+                pixels = np.asarray(image).astype(np.int64)  # shape: (h, w), forces the full decode
+            else:
+                return TF.pil_to_tensor(image.convert(mode))  # convert forces the full decode inside the try
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, error) from error
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise DataError(
+            f"{path} has pixel values outside 0..65535 (PIL mode {file_mode!r}), so they cannot be read as 16-bit "
+            "grey levels; save the images with 8- or 16-bit pixels"
+        )
+    eight = (pixels * 255 + 32767) // 65535
+    return torch.from_numpy(eight.astype(np.uint8)).unsqueeze(0)  # shape: (1, h, w)
 
 
 def _load_folder(name: str, split: str, directory: Path, mean: tuple[float, ...], std: tuple[float, ...],
-                 per_class: int | None, seed: int, image_size: int | None) -> ImageData:
+                 per_class: int | None, seed: int, image_size: int | None, mode: str | None) -> ImageData:
     classes, paths, labels = _list_folder(directory)
-    return _decode_listing(name, split, directory, classes, paths, labels, mean, std, per_class, seed, image_size)
+    return _decode_listing(name, split, directory, classes, paths, labels, mean, std, per_class, seed,
+                           image_size, mode)
 
 
 def _decode_listing(name: str, split: str, directory: Path, classes: Sequence[str], paths: Sequence[str],
                     labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-                    per_class: int | None, seed: int, image_size: int | None) -> ImageData:
-    """Decode only the chosen files of a checked listing (``paths[i]`` has label ``labels[i]``)."""
+                    per_class: int | None, seed: int, image_size: int | None, mode: str | None) -> ImageData:
+    """Decode only the chosen files of a checked listing (``paths[i]`` has label ``labels[i]``).
+
+    ``mode``: the PIL mode to decode with, or ``None`` to follow the files (see :func:`_check_headers`,
+    which reads every chosen header, and checks the sizes when ``image_size`` is None, first).
+    """
     chosen = _subset(labels, per_class, seed, classes, name)
-    logger.info("decoding %d of %d images from %s", len(chosen), len(paths), directory)
+    mode = _check_headers(paths, chosen, directory, mode, check_size=image_size is None)
+    channels = 1 if mode == "L" else 3
+    mean, std = _fit_stats(name, mean, std, channels)
+    logger.info("decoding %d of %d images (%d channel(s)) from %s", len(chosen), len(paths), channels, directory)
     images = []
-    first: tuple[int, int] | None = None
-    first_path = ""
     for index in chosen:
-        image = _decode(paths[index], "RGB")  # shape: (3, h, w), uint8
+        image = _decode(paths[index], mode)  # shape: (channels, h, w), uint8
         if image_size is not None:
             image = _resize(image.float().div_(255.0), image_size)
-        else:
-            size = (int(image.shape[1]), int(image.shape[2]))
-            if first is None:
-                first, first_path = size, paths[index]
-            elif size != first:
-                raise DataError(
-                    f"images differ in size: {paths[index]} is {size[0]}x{size[1]} but {first_path} is "
-                    f"{first[0]}x{first[1]}; resize the files to one size, or pass image_size=N to "
-                    "load_dataset to resize them all to NxN"
-                )
+        elif images and image.shape != images[0].shape:  # a header that lied about the size
+            raise DataError(
+                f"{paths[index]} decodes to {tuple(image.shape)} pixels but {paths[chosen[0]]} to "
+                f"{tuple(images[0].shape)} (channels, height, width); re-save the files at one size, or pass "
+                "image_size=N to load_dataset"
+            )
         images.append(image)
     stacked = torch.stack(images)
     if stacked.dtype == torch.uint8:
         stacked = stacked.float().div_(255.0)
     # image_size is already applied per file above; _finish only normalises.
     return _finish(name, split, stacked, labels[chosen], chosen, classes, mean, std, None)
+
+
+def _fit_stats(name: str, mean: tuple[float, ...], std: tuple[float, ...],
+               channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation for ``channels`` channels: as given, or one shared value repeated.
+
+    ``folder:PATH`` has the same 0.5 for every channel, so it fits 1 or 3 channels alike.
+    """
+    if len(mean) == channels and len(std) == channels:
+        return tuple(mean), tuple(std)
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (mean[0],) * channels, (std[0],) * channels
+    raise DataError(
+        f"{name} has per-channel statistics for {len(mean)} channel(s) but its files have {channels}; give "
+        f"one mean and std per channel in ddm/datasets.py, or convert the files to {len(mean)} channel(s)"
+    )
+
+
+def check_splits_agree(train: ImageData, test: ImageData) -> None:
+    """Raise a :class:`DataError` unless the two splits fit one network: the same classes in the same
+    order, the same channel count and the same square image size.
+
+    :func:`load_dataset` loads one split at a time, so it cannot see that, say, ``PATH/train`` holds
+    colour images and ``PATH/test`` grey-scale ones, or that ``PATH/test`` lacks a class folder
+    (which would shift its labels); the networks of :mod:`ddm.models` also take square images only.
+    """
+    where = f"{train.name!r}"
+    problems, fixes = [], []
+    if train.classes != test.classes:
+        only_train = [c for c in train.classes if c not in test.classes]
+        only_test = [c for c in test.classes if c not in train.classes]
+        detail = (f"only in train {_first_names(only_train)}, only in test {_first_names(only_test)}"
+                  if only_train or only_test else "the same names in another order")
+        problems.append(f"the train split has {train.num_classes} classes and the test split {test.num_classes} "
+                        f"({detail})")
+        fixes.append("give the test folder the same class sub-folders as the train folder")
+    if train.channels != test.channels:
+        kinds = {1: "grey-scale", 3: "colour"}
+        problems.append(f"the train split has {train.channels} channel(s) ({kinds.get(train.channels, '?')}) and "
+                        f"the test split {test.channels} ({kinds.get(test.channels, '?')})")
+        fixes.append("convert the files of both splits to one mode, e.g. Image.open(f).convert('RGB').save(f)")
+    sizes = {s: tuple(int(n) for n in d.images.shape[2:]) for s, d in (("train", train), ("test", test))}
+    if sizes["train"] != sizes["test"]:
+        problems.append(f"the train images are {sizes['train'][1]}x{sizes['train'][0]} and the test images "
+                        f"{sizes['test'][1]}x{sizes['test'][0]} (width x height)")
+    non_square = [s for s, (h, w) in sizes.items() if h != w]
+    if non_square:
+        problems.append(f"the {' and '.join(non_square)} images are not square "
+                        f"({', '.join(f'{sizes[s][1]}x{sizes[s][0]}' for s in non_square)}, width x height), "
+                        "and the networks take NxN images")
+    if sizes["train"] != sizes["test"] or non_square:
+        fixes.append("resize the files of both splits to one NxN size (or load both with image_size=N)")
+    if problems:
+        raise DataError(f"the train and test splits of {where} do not fit one network: " + "; ".join(problems)
+                        + ". Fix: " + "; ".join(fixes))
 
 
 # --- shared steps ----------------------------------------------------------------------------

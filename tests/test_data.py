@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddm.data import DATASETS, DataError, ImageData, balanced_subset_indices, load_dataset
+from ddm.data import DATASETS, DataError, ImageData, balanced_subset_indices, check_splits_agree, load_dataset
 
 SHARED = Path(os.environ["DDM_DATA_ROOT"]) if os.environ.get("DDM_DATA_ROOT") else (
     Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -208,10 +208,13 @@ def test_corrupt_image_names_file(tmp_path: Path) -> None:
     assert str(bad) in str(info.value) and "replace or delete" in str(info.value)
 
 
-def test_inconsistent_sizes_and_image_size_fix(tmp_path: Path) -> None:
+def test_inconsistent_sizes_and_image_size_fix(tmp_path: Path, count_decodes: list[str]) -> None:
     base = _image_folder(tmp_path / "set", {"a": [(4, 4), (4, 4)], "b": [(6, 5), (4, 4)]})
-    with pytest.raises(DataError, match="image_size="):
+    with pytest.raises(DataError) as info:
         load_dataset(f"folder:{base}", "train", tmp_path)
+    message = str(info.value)
+    assert "image_size=" in message and str(base / "train" / "b" / "0.png") in message and "5x6" in message
+    assert count_decodes == [], "the sizes come from the headers, before any pixel is decoded"
     data = load_dataset(f"folder:{base}", "train", tmp_path, image_size=8)
     assert data.images.shape == (4, 3, 8, 8)
 
@@ -225,6 +228,146 @@ def test_folder_loads_with_val_as_test(tmp_path: Path) -> None:
     assert torch.equal(data.images, full.images[data.source_indices])
     with pytest.raises(DataError, match="PATH|train"):
         load_dataset(f"folder:{base}", "train", tmp_path)
+
+
+# --- folder:PATH: channels follow the files; layouts without class folders ----------------------
+
+
+def _pixels(mode: str, size: tuple[int, int], value: int) -> Image.Image:
+    """A flat image of ``size`` (width, height) in PIL ``mode`` whose grey level is about ``value``."""
+    return Image.new("L", size, value).convert(mode)
+
+
+def _write(folder: Path, files: dict[str, Image.Image]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, image in files.items():
+        image.save(folder / file)
+
+
+@pytest.mark.parametrize("mode, suffix", [("L", "png"), ("L", "jpg"), ("LA", "png"), ("1", "png"), ("I;16", "png")])
+def test_folder_of_grey_images_has_one_channel(tmp_path: Path, mode: str, suffix: str) -> None:
+    base = tmp_path / "set"
+    for c, name in enumerate(("a", "b")):
+        for i in range(3):
+            value = 255 * c if mode == "1" else 60 * c + 20 * i + 40
+            if mode == "I;16":
+                image = Image.fromarray(np.full((5, 5), value * 257, dtype=np.uint16))
+                assert image.mode == "I;16"
+            else:
+                image = _pixels(mode, (5, 5), value)
+            _write(base / "train" / name, {f"{i}.{suffix}": image})
+    data = load_dataset(f"folder:{base}", "train", tmp_path)
+    assert data.images.shape == (6, 1, 5, 5) and data.channels == 1
+    assert data.mean == (0.5,) and data.std == (0.5,)
+    levels = data.denormalise(data.images).mean(dim=(1, 2, 3)) * 255
+    expected = torch.tensor([0.0] * 3 + [255.0] * 3) if mode == "1" else torch.tensor(
+        [60.0 * c + 20 * i + 40 for c in range(2) for i in range(3)])
+    # 16-bit levels v * 257 come back as v exactly (PIL's own convert('L') would clip them to 255).
+    assert torch.allclose(levels, expected, atol=2 if suffix == "jpg" else 1e-3), levels
+    sub = load_dataset(f"folder:{base}", "train", tmp_path, per_class=2, seed=1, image_size=8)
+    assert sub.images.shape == (4, 1, 8, 8)
+
+
+def test_folder_of_colour_modes_has_three_channels(tmp_path: Path) -> None:
+    base = tmp_path / "set"
+    colours = {
+        "rgb.png": Image.new("RGB", (4, 4), (200, 10, 10)),
+        "rgba.png": Image.new("RGBA", (4, 4), (200, 10, 10, 90)),
+        "p.png": Image.new("RGB", (4, 4), (200, 10, 10)).convert("P"),  # a palette image counts as colour
+        "cmyk.jpg": Image.new("CMYK", (4, 4), (0, 240, 240, 55)),
+    }
+    _write(base / "train" / "a", colours)
+    _write(base / "train" / "b", {"rgb.jpg": Image.new("RGB", (4, 4), (10, 10, 200))})
+    data = load_dataset(f"folder:{base}", "train", tmp_path)
+    assert data.images.shape == (5, 3, 4, 4) and data.mean == (0.5, 0.5, 0.5)
+    red = data.denormalise(data.images)[:, 0].mean(dim=(1, 2))
+    assert (red[:4] > 0.7).all() and red[4] < 0.1, red
+
+
+def test_folder_mixing_grey_and_colour_fails_before_decoding(tmp_path: Path, count_decodes: list[str]) -> None:
+    base = tmp_path / "set"
+    _write(base / "train" / "a", {f"{i}.png": _pixels("L", (4, 4), 50) for i in range(3)})
+    _write(base / "train" / "b", {"0.png": _pixels("L", (4, 4), 90), "1.jpg": _pixels("RGB", (4, 4), 90)})
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    message = str(info.value)
+    assert "4 are grey-scale" in message and "1 are colour" in message, message
+    assert str(base / "train" / "a" / "0.png") in message and str(base / "train" / "b" / "1.jpg") in message
+    assert "convert('RGB')" in message
+    assert count_decodes == [], "the modes come from the headers, before any pixel is decoded"
+
+
+def test_registry_image_folders_stay_rgb_with_a_grey_file(tmp_path: Path) -> None:
+    base = _tiny_imagenet(tmp_path)
+    grey = next((base / "train" / TINY_WNIDS[0] / "images").iterdir())
+    _pixels("L", (8, 8), 77).save(grey, "JPEG")  # Tiny ImageNet holds such files: about 2% are grey-scale
+    data = load_dataset("tiny-imagenet", "train", tmp_path)
+    assert data.images.shape == (3 * TINY_TRAIN, 3, 8, 8)
+
+
+@needs_cifar_jpeg
+def test_cifar10_jpeg_as_a_folder_has_three_channels() -> None:
+    data = load_dataset(f"folder:{SHARED / 'cifar10-jpeg'}", "test", SHARED, per_class=3, seed=0)
+    assert data.images.shape == (30, 3, 32, 32) and data.classes == CIFAR10_CLASSES
+
+
+def test_split_folder_of_loose_images_names_what_it_found(tmp_path: Path) -> None:
+    base = tmp_path / "set"
+    _write(base / "train", {f"{i}.png": _pixels("RGB", (4, 4), 9) for i in range(3)})
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    message = str(info.value)
+    assert "0 class folder(s)" in message and "3 image file(s) directly in it" in message, message
+    assert "no sub-folders" in message and f"{base / 'train'}/<class>/<image files>" in message
+
+
+def test_folder_of_loose_images_without_train_names_what_it_found(tmp_path: Path) -> None:
+    base = tmp_path / "set"
+    _write(base, {f"{i}.jpg": _pixels("RGB", (4, 4), 9) for i in range(4)})
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    message = str(info.value)
+    assert "no train folder" in message and "4 image file(s) directly in it" in message, message
+    assert f"{base}/train/<class>/<image files>" in message and f"{base}/test/<class>/<image files>" in message
+    # Class folders without a split folder: the message says to move them under train/.
+    _write(base / "cats", {"0.png": _pixels("RGB", (4, 4), 9)})
+    _write(base / "dogs", {"0.png": _pixels("RGB", (4, 4), 9)})
+    with pytest.raises(DataError) as info:
+        load_dataset(f"folder:{base}", "train", tmp_path)
+    assert "['cats', 'dogs'] are the classes, move them into" in str(info.value), str(info.value)
+
+
+def test_loose_images_beside_class_folders_are_ignored(tmp_path: Path) -> None:
+    base = _image_folder(tmp_path / "set", {"a": [(4, 4)] * 2, "b": [(4, 4)] * 2})
+    _write(base / "train", {"stray.png": _pixels("L", (9, 9), 0)})
+    data = load_dataset(f"folder:{base}", "train", tmp_path)
+    assert data.images.shape == (4, 3, 4, 4)
+
+
+def test_check_splits_agree(tmp_path: Path) -> None:
+    base = tmp_path / "set"
+    for split, mode in (("train", "RGB"), ("test", "L")):
+        for name in ("a", "b"):
+            _write(base / split / name, {"0.png": _pixels(mode, (4, 4), 30)})
+    train = load_dataset(f"folder:{base}", "train", tmp_path)
+    test = load_dataset(f"folder:{base}", "test", tmp_path)
+    check_splits_agree(train, train)
+    with pytest.raises(DataError) as info:
+        check_splits_agree(train, test)
+    message = str(info.value)
+    assert "train split has 3 channel(s) (colour)" in message and "test split 1 (grey-scale)" in message
+    assert "convert('RGB')" in message
+    other = tmp_path / "other"
+    for split, names, size in (("train", ("a", "b"), (6, 4)), ("test", ("a", "c"), (4, 4))):
+        for name in names:
+            _write(other / split / name, {"0.png": _pixels("RGB", size, 30)})
+    with pytest.raises(DataError) as info:
+        check_splits_agree(load_dataset(f"folder:{other}", "train", tmp_path),
+                           load_dataset(f"folder:{other}", "test", tmp_path))
+    message = str(info.value)
+    assert "only in train ['b'], only in test ['c']" in message and "same class sub-folders" in message
+    assert "train images are 6x4 and the test images 4x4" in message and "train images are not square" in message
+    assert "one NxN size" in message
 
 
 # --- Tiny ImageNet: the official archive's layout ----------------------------------------------
