@@ -71,6 +71,8 @@ def make_config(profile: str, assignments: Sequence[str] = (), dataset: str | No
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     overrides = parse_assignments(assignments)
+    if model is not None and ":" in model:   # "package.module:factory": a network of one's own, see _experiment
+        model = None
     for key, value in (("data.name", dataset), ("model.arch", model), ("device", device), ("threads", threads)):
         if value is not None:
             overrides[key] = check_override(key, value)
@@ -102,7 +104,9 @@ def _common_options() -> argparse.ArgumentParser:
     group = common.add_argument_group("experiment")
     group.add_argument("--profile", default="quick", help=f"named profile: {', '.join(PROFILES)} (default quick)")
     group.add_argument("--dataset", help="data set (sets data.name), e.g. digits, mnist, cifar10-jpeg")
-    group.add_argument("--model", help="architecture (sets model.arch): convnet, alexnet, resnet18_ap, vit")
+    group.add_argument("--model", help="architecture (sets model.arch): convnet, alexnet, resnet18_ap, vit; or a network of "
+                            "your own as package.module:factory, factory(in_channels, num_classes, image_size) "
+                            "-> nn.Module")
     group.add_argument("--device", help="cpu or cuda (sets device)")
     group.add_argument("--data-root", help="data root (default $DDM_DATA_ROOT, else ./data)")
     group.add_argument("--cache-root", help="artifact store (default $DDM_CACHE, else ./.cache)")
@@ -187,9 +191,11 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace, config: ExperimentConfig):
     from ddm.experiment import Experiment
 
+    own = args.model if args.model and ":" in args.model else None
+    # Experiment.create checks the network against the data before any training.
     experiment = Experiment.create(config, data_root=args.data_root, cache_root=args.cache_root,
-                                   progress=not args.quiet)
-    experiment.new_model()   # an unknown architecture or a size it cannot take fails here, early
+                                   progress=not args.quiet, model=own)
+    config = experiment.config
     print(f"profile {config.profile}: {config.data.name} ({len(experiment.train)} train / "
           f"{len(experiment.test)} test), {config.model.arch} width {config.model.width}, "
           f"device {config.device}, {torch.get_num_threads()} thread(s), cache {resolve_cache_root(args.cache_root)}")

@@ -51,6 +51,12 @@ def pixel_features(images: torch.Tensor) -> np.ndarray:
     return images.reshape(len(images), -1).double().numpy()
 
 
+def check_class_sizes(labels: torch.Tensor, clusters_per_class: int) -> list[int]:
+    """The classes present; raises :class:`ClusteringError` when a class has fewer images than
+    the ``clusters_per_class`` clusters asked of it (K larger than a class allows)."""
+    return _check_counts(labels, clusters_per_class)
+
+
 def _check_counts(labels: torch.Tensor, clusters_per_class: int) -> list[int]:
     classes = sorted(int(c) for c in torch.unique(labels))
     if clusters_per_class < 1:

@@ -23,9 +23,9 @@ from ddm import clustering as clustering_mod
 from ddm.clustering import Clustering
 from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig, check_threads,
                         config_hash, resolve_cache_root, resolve_data_root)
-from ddm.data import ImageData, load_dataset
+from ddm.data import ImageData, check_splits_agree, load_dataset
 from ddm.matching import Synset, distill_synset
-from ddm.models import build_model, penultimate_features
+from ddm.models import ARCHITECTURES, CustomModel, as_custom_model, build_model, check_model, model_signature, penultimate_features
 from ddm.online import perturbed_models, predict_many
 from ddm.store import ArtifactStore
 from ddm.training import (Params, RetrainJob, Trajectory, get_params, predict_logits, resolve_scheduler,
@@ -46,6 +46,7 @@ class Experiment:
     store: ArtifactStore
     data_root: Path
     progress: bool = True
+    custom_model: CustomModel | None = None   # a network passed in (model.arch "custom:<name>")
     _memo: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def _cached(self, kind: str, key: dict, compute) -> Any:
@@ -58,14 +59,25 @@ class Experiment:
     # ---------------------------------------------------------------- construction
     @classmethod
     def create(cls, config: ExperimentConfig, data_root=None, cache_root=None, progress: bool = True,
-               download: bool = False) -> "Experiment":
+               download: bool = False, model: Any = None) -> "Experiment":
         """Load the configured data and open the store. ``config.threads`` is the one thread
         setting of a run (the command line's ``--threads`` and the benchmarks' set it there): it
-        is applied to torch here, process-wide; 0 leaves torch's own choice."""
+        is applied to torch here, process-wide; 0 leaves torch's own choice.
+
+        ``model``: None (``config.model.arch``), an architecture name, or a network of one's own
+        (an ``nn.Module``, a factory ``(in_channels, num_classes, image_size) -> nn.Module`` or
+        ``"package.module:name"``; see :class:`ddm.models.CustomModel`). The data, the network
+        and the clustering are checked against each other here, before any training."""
         if check_threads(config.threads):
             # On a small shared CPU one thread is often faster than two, and a fixed count keeps
             # retrains bit-identical to the target (float sums depend on the thread split).
             torch.set_num_threads(config.threads)
+        custom = None
+        if isinstance(model, str) and model in ARCHITECTURES:
+            config = config.with_overrides(**{"model.arch": model})
+        elif model is not None:
+            custom = as_custom_model(model)
+            config = config.with_overrides(**{"model.arch": custom.arch})
         root = resolve_data_root(data_root)
         d = config.data
         train = load_dataset(d.name, "train", root, per_class=d.train_per_class, seed=d.seed, download=download)
@@ -73,7 +85,18 @@ class Experiment:
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu'")
         store = ArtifactStore(resolve_cache_root(cache_root))
-        return cls(config, train, test, store, root, progress)
+        experiment = cls(config, train, test, store, root, progress, custom)
+        experiment.check()
+        return experiment
+
+    def check(self) -> None:
+        """Fail early, with the fix in the message, on what would otherwise fail hours later:
+        train and test splits that disagree, a class smaller than the clusters asked of it, a
+        network that cannot take the images or whose output is not one logit per class."""
+        check_splits_agree(self.train, self.test)
+        clustering_mod.check_class_sizes(self.train.labels, self.config.clusters.clusters_per_class)
+        model = self.new_model()
+        check_model(model, self.train.images[:2], self.num_classes)
 
     @property
     def device(self) -> str:
@@ -85,7 +108,8 @@ class Experiment:
 
     def new_model(self) -> nn.Module:
         """theta_0: the architecture initialised with the configured scheme and seed."""
-        return build_model(self.config.model, self.train.channels, self.num_classes, self.train.image_size)
+        return build_model(self.config.model, self.train.channels, self.num_classes, self.train.image_size,
+                           custom=self.custom_model)
 
     def initial_params(self) -> Params:
         return get_params(self.new_model())
@@ -94,8 +118,15 @@ class Experiment:
         key = {"data": _asdict(self.config.data), "data_fingerprint": self._fingerprint()}
         for part in parts:
             key[part] = _asdict(getattr(self.config, part))
+        if "model" in parts and self.custom_model is not None:
+            key["model_signature"] = self._model_signature()
         key.update({k: _asdict(v) for k, v in extra.items()})
         return key
+
+    def _model_signature(self) -> str:
+        if "model_signature" not in self._memo:
+            self._memo["model_signature"] = model_signature(self.new_model())
+        return self._memo["model_signature"]
 
     def _fingerprint(self) -> str:
         # Guards against another data root holding different files under the same name.
@@ -197,6 +228,13 @@ class Experiment:
                           removed=sorted(int(c) for c in removal), order_seed=seed) for removal in removal_sets]
         missing = [i for i, key in enumerate(keys) if not self.store.exists("retrain", key)]
         model = self.new_model()
+        if workers > 1 and not scheduler and type(model).__module__ == "__main__":
+            # Spawned worker processes import a class by name and cannot find one defined in a
+            # notebook; Dask's workers get it by value (cloudpickle).
+            log.warning("%s is defined in __main__ (a notebook?), which spawned workers cannot import: the %d "
+                        "retrains run in this process (eval.scheduler='local' runs them in parallel)",
+                        type(model).__name__, len(missing))
+            workers = 1
         if missing:
             jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in missing]
 

@@ -60,6 +60,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
 from ddm.config import InfluenceConfig
+from ddm.models import classifier_layer, penultimate_features
 
 if TYPE_CHECKING:
     from ddm.clustering import Clustering
@@ -110,19 +111,18 @@ class LastLayer:
 
 def last_layer(model: nn.Module, params: Params, train_images: torch.Tensor,
                test_images: torch.Tensor) -> LastLayer:
-    """Split ``model`` (with ``params``) into its penultimate features and its ``classifier``."""
-    classifier = getattr(model, "classifier", None)
-    if not isinstance(classifier, nn.Linear):
-        raise InfluenceError(f"the last-layer influence functions need a model whose `classifier` is an nn.Linear; "
-                             f"{type(model).__name__} has {type(classifier).__name__}: use Scaleup, TracIn or TRAK, "
-                             f"which differentiate the whole network")
+    """Split ``model`` (with ``params``) into its penultimate features and its final linear
+    layer (``classifier`` of the built-in networks, the last ``nn.Linear`` of one's own)."""
+    name, classifier = classifier_layer(model)
     model.load_state_dict(params)
     model.eval()
     with torch.no_grad():
-        train_features, test_features = model.features(train_images), model.features(test_images)
+        train_features = penultimate_features(model, train_images)
+        test_features = penultimate_features(model, test_images)
     head = nn.Linear(classifier.in_features, classifier.out_features).eval()
-    head_params = {"weight": params["classifier.weight"].detach().clone(),
-                   "bias": params["classifier.bias"].detach().clone()}
+    head_params = {"weight": params[f"{name}.weight"].detach().clone(),
+                   "bias": params[f"{name}.bias"].detach().clone() if classifier.bias is not None
+                   else torch.zeros(classifier.out_features)}
     head.load_state_dict(head_params)
     return LastLayer(head, head_params, train_features, test_features)
 

@@ -29,7 +29,12 @@ Models are constructed on the ``meta`` device and then filled by :func:`initiali
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+import hashlib
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -50,8 +55,13 @@ VIT_HEADS = 4
 VIT_MLP_RATIO = 2
 
 
+CUSTOM_PREFIX = "custom:"
+"""``model.arch`` of a network passed in at run time (:class:`CustomModel`), e.g. ``custom:MyNet``."""
+
+
 class ModelError(ValueError):
-    """An unknown architecture or initialisation, or an image size a network cannot take."""
+    """An unknown architecture or initialisation, an image size a network cannot take, or a
+    network passed in that DDM cannot use (wrong output shape, batch-mixing layers)."""
 
 
 class Network(nn.Module):
@@ -382,15 +392,149 @@ def initialise(model: nn.Module, scheme: str, seed: int) -> nn.Module:
     return model
 
 
-def build_model(config: ModelConfig, in_channels: int, num_classes: int, image_size: int) -> Network:
-    """:func:`make_model` with the architecture, width, depth, init and seed of ``config``."""
+# ----------------------------------------------------------------------------------------------
+# A network of the reader's own
+# ----------------------------------------------------------------------------------------------
+
+# Layers that make a sample's output depend on the rest of its batch or on chance: per-sample
+# gradients (vmap), the double backward of reverse matching and the exact retrains' bit-for-bit
+# reproducibility all assume a pure function of (parameters, one image).
+_REFUSED_LAYERS = {
+    nn.modules.batchnorm._BatchNorm: "BatchNorm mixes the samples of a batch and keeps running statistics; "
+                                      "use nn.GroupNorm(c, c) (instance norm) or nn.LayerNorm instead",
+    nn.modules.dropout._DropoutNd: "dropout makes training random beyond the recorded seed; remove it",
+}
+
+
+@dataclass(frozen=True)
+class CustomModel:
+    """A network passed in at run time instead of one of :data:`ARCHITECTURES`.
+
+    ``factory(in_channels, num_classes, image_size)`` returns a fresh ``nn.Module`` whose output
+    is class logits ``(N, num_classes)``; an ``nn.Module`` given instead is copied (its input and
+    output sizes are then the reader's business, checked by :func:`check_model`). theta_0 is drawn
+    by :func:`initialise` from ``model.init`` and ``model.seed``, as for the built-in networks, so
+    Figure 8's initialisations apply to it too.
+    """
+
+    name: str
+    factory: Callable[[int, int, int], nn.Module]
+
+    @property
+    def arch(self) -> str:
+        return CUSTOM_PREFIX + self.name
+
+    def build(self, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+        model = self.factory(in_channels, num_classes, image_size)
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"the model factory {self.name!r} returned {type(model).__name__}, not an nn.Module; "
+                             f"it must build the network: factory(in_channels, num_classes, image_size) -> nn.Module")
+        return model
+
+
+def as_custom_model(model: Any) -> CustomModel:
+    """A :class:`CustomModel` from an ``nn.Module`` (copied per build), a factory callable, or
+    ``"package.module:name"`` naming either (the papermill / command-line form)."""
+    if isinstance(model, CustomModel):
+        return model
+    if isinstance(model, str):
+        module_name, _, attribute = model.partition(":")
+        if not module_name or not attribute:
+            raise ModelError(f"model {model!r} is neither an architecture ({', '.join(ARCHITECTURES)}) nor "
+                             f"'package.module:factory' naming a network of your own")
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ModelError(f"cannot import model {model!r} ({error}); the module must be importable from the "
+                             f"working directory or PYTHONPATH and define {attribute}") from error
+        return as_custom_model(target)
+    if isinstance(model, nn.Module):
+        template = model
+        return CustomModel(type(model).__name__, lambda *_: copy.deepcopy(template))
+    if callable(model):
+        return CustomModel(getattr(model, "__name__", type(model).__name__), model)
+    raise ModelError(f"model must be an architecture name, 'package.module:factory', an nn.Module or a factory "
+                     f"(in_channels, num_classes, image_size) -> nn.Module; got {type(model).__name__}")
+
+
+def model_signature(model: nn.Module) -> str:
+    """A short hash of a network's structure (its printout, parameter names and shapes, and the
+    source of its classes where Python can find it): cached artifacts of a custom network are
+    keyed by it, so editing the network never reuses what the old one produced."""
+    parts = [repr(model)] + [f"{name}:{tuple(p.shape)}" for name, p in model.named_parameters()]
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: c.__qualname__):
+        if cls.__module__.startswith("torch."):
+            continue
+        try:
+            parts.append(inspect.getsource(cls))
+        except (OSError, TypeError):   # defined interactively where the source is not kept
+            parts.append(cls.__qualname__)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def check_model(model: nn.Module, images: torch.Tensor, num_classes: int) -> None:
+    """Refuse, before any training, a network DDM cannot use: batch-mixing or random layers, no
+    parameters, or an output that is not ``(N, num_classes)`` logits for ``images``."""
+    name = type(model).__name__
+    for module in model.modules():
+        for layer, why in _REFUSED_LAYERS.items():
+            if isinstance(module, layer):
+                raise ModelError(f"{name} contains {type(module).__name__}: {why}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ModelError(f"{name} has no trainable parameters")
+    try:
+        with torch.no_grad():
+            output = model(images)
+    except Exception as error:   # any failure of the reader's forward is reported with the input shape
+        raise ModelError(f"{name} cannot take this data set's images {tuple(images.shape[1:])} "
+                         f"({type(error).__name__}: {error}); build it for in_channels={images.shape[1]}, "
+                         f"image_size={images.shape[-1]}") from error
+    expected = (len(images), num_classes)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ModelError(f"{name} returns {shape} for {len(images)} images, but the data set has {num_classes} "
+                         f"classes: its output must be logits of shape {expected} (make the last layer "
+                         f"nn.Linear(..., {num_classes}))")
+
+
+def build_model(config: ModelConfig, in_channels: int, num_classes: int, image_size: int,
+                custom: CustomModel | None = None) -> nn.Module:
+    """:func:`make_model` with the architecture, width, depth, init and seed of ``config``; or the
+    network ``custom`` builds, initialised from ``config.init`` and ``config.seed``."""
+    if custom is not None:
+        return initialise(custom.build(in_channels, num_classes, image_size), config.init, config.seed)
+    if config.arch.startswith(CUSTOM_PREFIX):
+        raise ModelError(f"model.arch {config.arch!r} names a network passed in at run time; pass it again "
+                         f"(model=... to Experiment.create or the chapter's model parameter)")
     return make_model(config.arch, in_channels, num_classes, image_size, width=config.width,
                       depth=config.depth, init=config.init, seed=config.seed)
 
 
+def classifier_layer(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The final linear layer and its name: ``classifier`` of a :class:`Network`, else the last
+    ``nn.Linear`` the network registers (the usual place of the logits layer)."""
+    if isinstance(getattr(model, "classifier", None), nn.Linear):
+        return "classifier", model.classifier
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ModelError(f"{type(model).__name__} has no nn.Linear layer, so it has no penultimate features; "
+                         f"end it with nn.Linear(features, num_classes)")
+    return linears[-1]
+
+
 def penultimate_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The vector before the final linear layer: ``model.features(images)``, shape ``(N, F)``."""
-    return model.features(images)
+    """The vector before the final linear layer, shape ``(N, F)``: ``model.features(images)``
+    for a :class:`Network`, else the input of :func:`classifier_layer` caught by a hook."""
+    if isinstance(model, Network):
+        return model.features(images)
+    _, layer = classifier_layer(model)
+    caught: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _module, inputs: caught.append(inputs[0]))
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    return caught[-1].reshape(len(images), -1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -92,7 +92,7 @@ def test_run_on_tiny_digits_without_the_second_data_set(tmp_path) -> None:
     exp = base.open_experiment("quick", data_root=tmp_path, overrides=TINY, cache_root=tmp_path / "store")
     result = chapter.run(exp, second_dataset="mnist")   # no MNIST files under tmp_path: skipped, no failure
     assert result.second_dataset_name is None and result.second_privacy is None and result.second_rows is None
-    assert "could not be loaded" in result.second_note
+    assert "could not be used" in result.second_note
     numbers = result.headline_numbers()
     assert set(numbers) == set(chapter.Result.headline_labels())
     missing = [k for k, v in numbers.items() if v is None and not k.startswith("second_")]

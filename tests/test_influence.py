@@ -23,6 +23,7 @@ from torch import nn
 from ddm import influence as inf
 from ddm.clustering import Clustering
 from ddm.config import InfluenceConfig
+from ddm.models import ModelError
 
 from fixtures_core import NUM_CLASSES, digits, single_thread, tiny_model, tiny_trajectory  # noqa: F401
 
@@ -310,11 +311,23 @@ def test_an_unknown_method_names_the_choices() -> None:
 
 
 @pytest.mark.parametrize("method", [inf.IF_EXPLICIT, inf.LISSA, inf.FASTIF])
-def test_last_layer_methods_need_a_linear_classifier(method: str) -> None:
+def test_last_layer_methods_need_a_linear_layer(method: str) -> None:
     model, params, x, y, x_test = _linear_problem()
-    model.classifier = nn.Sequential(nn.Linear(DIM, CLASSES))
-    with pytest.raises(inf.InfluenceError, match="classifier.*nn.Linear.*Sequential"):
-        _changes(method, model, [params], x, y, x_test, InfluenceConfig())
+    model.classifier = nn.Identity()   # logits straight from the features: no nn.Linear anywhere
+    with pytest.raises(ModelError, match="no nn.Linear"):
+        _changes(method, model, [{}], x, y, x_test, InfluenceConfig())
+
+
+def test_last_layer_of_a_network_of_ones_own_is_its_last_linear() -> None:
+    """A network that is not a ddm Network (here its head nested in a Sequential) is split at
+    its last nn.Linear: the same changes as the plain head."""
+    model, params, x, y, x_test = _linear_problem()
+    nested = LinearNet(nn.Identity(), DIM)
+    nested.classifier = nn.Sequential(nn.Linear(DIM, CLASSES))
+    nested_params = {f"classifier.0.{k.split('.')[-1]}": v for k, v in params.items()}
+    plain = _changes(inf.IF_EXPLICIT, model, [params], x, y, x_test, InfluenceConfig())
+    ours = _changes(inf.IF_EXPLICIT, nested, [nested_params], x, y, x_test, InfluenceConfig())
+    torch.testing.assert_close(ours, plain)
 
 
 def test_non_finite_scores_raise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,14 +157,17 @@ def verdict_for(reading: Callable[[RunNumbers], list[str]], result: ChapterResul
 # ------------------------------------------------------------------------------------------ setup
 def open_experiment(profile: str = "quick", data_root: str | Path | None = None, dataset: str | None = None,
                     overrides: Mapping[str, Any] | None = None, cache_root: str | Path | None = None,
-                    progress: bool = False) -> Experiment:
+                    progress: bool = False, model: Any = None) -> Experiment:
     """The experiment a chapter runs: the profile's configuration, another data set if asked
-    (``dataset``), any dotted ``overrides`` (``{"train.epochs": 5}``)."""
+    (``dataset``: a registry name or ``folder:PATH``), another network (``model``: an
+    architecture name, or one of your own as ``"package.module:factory"``, an ``nn.Module`` or a
+    factory; see :meth:`ddm.experiment.Experiment.create`), any dotted ``overrides``
+    (``{"train.epochs": 5}``)."""
     overrides = dict(overrides or {})
     if dataset:
         overrides["data.name"] = dataset
     config: ExperimentConfig = get_profile(profile, **overrides)
-    return Experiment.create(config, data_root=data_root, cache_root=cache_root, progress=progress)
+    return Experiment.create(config, data_root=data_root, cache_root=cache_root, progress=progress, model=model)
 
 
 def provenance(exp: Experiment) -> str:

@@ -30,6 +30,7 @@ from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, prove
 from ddm.data import DataError
 from ddm.experiment import Experiment
 from ddm.matching import Synset
+from ddm.models import ModelError
 from ddm.training import accuracy
 
 CHAPTER = "02_reverse_matching"
@@ -210,7 +211,8 @@ def _second(exp: Experiment, name: str) -> Experiment:
     """The chapter's experiment with another data set (the same profile and overrides otherwise).
     Raises :class:`ddm.data.DataError` when the data set's files are not under the data root."""
     config = dataclasses.replace(exp.config, data=dataclasses.replace(exp.config.data, name=name))
-    return Experiment.create(config, data_root=exp.data_root, cache_root=exp.store.root, progress=exp.progress)
+    return Experiment.create(config, data_root=exp.data_root, cache_root=exp.store.root, progress=exp.progress,
+                             model=exp.custom_model)
 
 
 def _rows(exp: Experiment, synsets: dict[str, Synset]) -> dict[str, torch.Tensor]:
@@ -243,8 +245,8 @@ def run(exp: Experiment, second_dataset: str | None = "auto", reader_dataset: st
     if second_name is not None:
         try:
             other = _second(exp, second_name)
-        except DataError as error:
-            note = f"No second data set: {datasets.label(second_name)} could not be loaded ({error})."
+        except (DataError, ModelError) as error:
+            note = f"No second data set: {datasets.label(second_name)} could not be used ({error})."
             second_name = None
         else:
             second_synsets = variants.distill_variants(other, SECOND_VARIANTS)
