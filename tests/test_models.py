@@ -185,3 +185,71 @@ def test_count_parameters_against_hand_counts() -> None:
                            nn.Linear(4, 5))
     assert count_parameters(module) == (2 * 3 * 2 * 2 + 3) + 4 * 4 + (4 * 5 + 5) == 68
     assert count_parameters(nn.ReLU()) == 0
+
+
+# ------------------------------------------------------------------------------------------ a network of one's own
+from ddm.models import (CUSTOM_PREFIX, CustomModel, as_custom_model, build_model as _build,  # noqa: E402
+                        check_model, classifier_layer, model_signature, penultimate_features)
+
+
+class _OwnNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten())
+        self.logits = nn.Linear(4 * image_size * image_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.body(x))
+
+
+def test_a_class_an_instance_and_an_import_path_give_the_same_network() -> None:
+    config = ModelConfig(arch="ignored", init="xavier", seed=3)
+    from_class = _build(config, 1, 5, 6, custom=as_custom_model(_OwnNet))
+    from_instance = _build(config, 1, 5, 6, custom=as_custom_model(_OwnNet(1, 5, 6)))
+    from_path = _build(config, 1, 5, 6, custom=as_custom_model(f"{__name__}:_OwnNet"))
+    for other in (from_instance, from_path):
+        for (name, a), (_, b) in zip(from_class.named_parameters(), other.named_parameters()):
+            assert torch.equal(a, b), name      # theta_0 comes from init and seed, not from the construction
+    assert as_custom_model(_OwnNet).arch == f"{CUSTOM_PREFIX}_OwnNet"
+
+
+@pytest.mark.parametrize("spec, match", [("nomodule", "neither an architecture"), ("no_such_module:X", "cannot import"),
+                                         (42, "must be an architecture name")])
+def test_unusable_model_specifications_are_refused(spec, match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        as_custom_model(spec)
+
+
+@pytest.mark.parametrize("layer, match", [(nn.BatchNorm2d(4), "BatchNorm.*GroupNorm"), (nn.Dropout(0.1), "dropout")])
+def test_batch_mixing_and_random_layers_are_refused(layer: nn.Module, match: str) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), layer, nn.Flatten(), nn.Linear(4 * 36, 3))
+    with pytest.raises(ModelError, match=match):
+        check_model(model, torch.zeros(2, 1, 6, 6), 3)
+
+
+def test_a_network_that_cannot_take_the_images_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"cannot take this data set's images \(3, 6, 6\)"):
+        check_model(_OwnNet(1, 3, 6), torch.zeros(2, 3, 6, 6), 3)
+
+
+def test_signature_changes_with_the_structure_only() -> None:
+    assert model_signature(_OwnNet(1, 3, 6)) == model_signature(_OwnNet(1, 3, 6))
+    assert model_signature(_OwnNet(1, 3, 6)) != model_signature(_OwnNet(1, 4, 6))
+
+
+def test_penultimate_features_of_ones_own_network_are_the_last_linear_layers_input() -> None:
+    model = _OwnNet(1, 3, 6)
+    x = torch.randn(5, 1, 6, 6)
+    name, layer = classifier_layer(model)
+    assert name == "logits" and layer is model.logits
+    torch.testing.assert_close(penultimate_features(model, x), model.body(x))
+
+
+def test_a_custom_arch_without_its_network_names_the_fix() -> None:
+    with pytest.raises(ModelError, match="passed in at run time"):
+        _build(ModelConfig(arch=f"{CUSTOM_PREFIX}Mine"), 1, 3, 6)
+
+
+def test_custom_model_factory_must_build_a_module() -> None:
+    with pytest.raises(ModelError, match="not an nn.Module"):
+        CustomModel("bad", lambda *_: "a string").build(1, 3, 6)
