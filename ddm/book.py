@@ -108,6 +108,9 @@ def profiles_table() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("profile")
 
 
+MAX_DECIMALS = 4   # tools/check_outputs.py refuses floats with more decimals in a page
+
+
 def format_number(value: Any, digits: int = 3) -> str:
     """A number as a table shows it: ``digits`` significant digits, no exponent for ordinary
     magnitudes, integers as they are; ``None`` and NaN become a blank, strings pass through."""
@@ -129,8 +132,10 @@ def format_number(value: Any, digits: int = 3) -> str:
     magnitude = math.floor(math.log10(abs(value)))
     if magnitude >= digits - 1 and magnitude < 9:
         return f"{value:.0f}"
-    if -4 <= magnitude < digits - 1:
-        return f"{value:.{digits - 1 - magnitude}f}"
+    if -3 <= magnitude < digits - 1:
+        # At most MAX_DECIMALS decimals (the book's output check refuses longer floats); a number
+        # below 0.01 then keeps two significant digits instead of ``digits``.
+        return f"{value:.{min(digits - 1 - magnitude, MAX_DECIMALS)}f}"
     return f"{value:.{digits - 1}e}"
 
 

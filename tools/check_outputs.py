@@ -14,7 +14,8 @@ rule it breaks, and the exit status is 1:
 - no figure shown without its caption (glue it with ``book.glue_figure`` and show it with a
   ``{glue:figure}`` directive);
 - no visible wiring code: a code cell whose input is shown has at most ``MAX_VISIBLE_LINES`` lines
-  (tag the others ``hide-input``, ``hide-cell`` or ``remove-cell``).
+  (tag the others ``hide-input``, ``hide-cell`` or ``remove-cell``). The one exception is code the
+  reader is meant to copy and adapt, such as a network of their own, tagged ``reader-code``.
 
 ``tools/build_book.py`` runs these checks on every build, so ``make book`` and CI both enforce them.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAX_VISIBLE_LINES = 3
 HIDING_TAGS = {"hide-input", "hide-cell", "remove-cell", "remove-input", "injected-parameters"}
+READER_CODE_TAG = "reader-code"   # shown in full on purpose: code a reader adapts (their own network)
 SHOWN_KINDS = ("text/html", "text/markdown", "text/latex")
 LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?![\w])")
 PROGRESS_BAR = re.compile(r"\d+%\|[^|]*\||\d+(\.\d+)?(it|s)/s\]")
@@ -73,7 +75,7 @@ def check_notebook(path: Path) -> list[Problem]:
         if "remove-cell" in tags or "remove-output" in tags:
             continue
         lines = [line for line in cell.source.splitlines() if line.strip()]
-        if not tags & HIDING_TAGS and len(lines) > MAX_VISIBLE_LINES:
+        if not tags & (HIDING_TAGS | {READER_CODE_TAG}) and len(lines) > MAX_VISIBLE_LINES:
             add(index, f"{len(lines)} lines of visible code (at most {MAX_VISIBLE_LINES}: tag wiring 'hide-input')")
         for output in cell.get("outputs", []):
             kind = output.get("output_type")
