@@ -9,6 +9,7 @@ and the command line call these methods; the math lives in the stage modules.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ from ddm.training import (Params, RetrainJob, Trajectory, get_params, predict_lo
                           run_retrains, train_trajectory)
 
 log = logging.getLogger(__name__)
+
+
+def _digest(*tensors: torch.Tensor | None) -> str:
+    """A hash of tensors' values (None included as such), for in-memory memo keys."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(b"none" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _asdict(obj: Any) -> Any:
@@ -205,9 +214,16 @@ class Experiment:
         """Eq. 9 for every mask, then the logits of every perturbed model on ``images``: (M, N, L)."""
         online = online or self.config.online
         model = self.new_model()
-        models = perturbed_models(model, self.target().final, synset.images, synset.labels, synset.label_logits,
-                                  synset.cluster, keep_masks, online.finetune_steps, online.finetune_lr,
-                                  vectorised=online.vectorised, progress=self.progress)
+        # The fine-tunes are kept in memory: chapters ask for the same masks again on other test
+        # points (chapter 06's Eq. 8 picks and its LDS; chapter 04's leave-one-out), and a
+        # fine-tune is deterministic in (synset, masks, online settings).
+        key = ("perturbed", _digest(synset.images, synset.cluster, synset.label_logits, keep_masks), config_hash(online))
+        models = self._memo.get(key)
+        if models is None:
+            models = perturbed_models(model, self.target().final, synset.images, synset.labels, synset.label_logits,
+                                      synset.cluster, keep_masks, online.finetune_steps, online.finetune_lr,
+                                      vectorised=online.vectorised, progress=self.progress)
+            self._memo[key] = models
         return predict_many(model, models, images)
 
     def target_logits(self, images: torch.Tensor) -> torch.Tensor:
