@@ -238,9 +238,9 @@ def figures(result: Result, provenance: str) -> dict:
         out["own_data_examples"] = plots.image_rows(result.examples, provenance,
                                                     "your data: one training image per class, and DDM's synset")
     values = result.check["Dist1 x100 (exact retrain without the pick)"]
-    bars = values.drop(index=[NOISE_LABEL], errors="ignore")
+    bars = values.drop(index=[NOISE_LABEL, PREDICTED_LABEL], errors="ignore")
     out["own_data_check"] = plots.method_bars(
-        bars, provenance, "Dist1 x100: output change at the test point after retraining without the pick",
+        bars, provenance, "Dist1 x100 after retraining without the pick",
         references=(METHODS["random"], METHODS["centroid"], METHODS["tracin"]), floor=result.dist1_x100_noise,
         title="The exact check: does the located cluster matter?")
     return out
