@@ -316,3 +316,26 @@ def cost_vs_agreement(points: dict[str, tuple[float, float]], provenance: str, f
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
+
+
+def cost_curves(frame: pd.DataFrame, provenance: str, xlabel: str, ylabel: str, title: str,
+                mark_x: float | None = None, mark_label: str = ""):
+    """One line per column of ``frame`` (index: the x values) on log-log axes, markers at the
+    measured points, and an optional dashed vertical line at ``mark_x`` (e.g. a break-even)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    styles = {0: ("C0", "o", "-"), 1: ("C0", "s", "--"), 2: ("C3", "^", "-")}
+    for i, column in enumerate(frame.columns):
+        colour, marker, line = styles.get(i, (f"C{i}", "o", "-"))
+        x, y = frame.index.to_numpy(dtype=float), frame[column].to_numpy(dtype=float)
+        ax.plot(x, y, color=colour, ls=line, marker=marker if len(x) <= 12 else None, ms=5, label=column)
+    if mark_x is not None and np.isfinite(mark_x):
+        ax.axvline(mark_x, color="0.3", ls=":", lw=1.2, label=f"{mark_label} ({mark_x:.3g})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    _footer(fig, provenance)
+    fig.tight_layout()
+    return fig
