@@ -19,6 +19,9 @@ CHAPTERS: dict[str, str] = {
     "04_unlearning": "unlearning",
     "05_harmful_data": "harmful_data",
     "06_influence_functions": "influence",
+    "07_speed": "speed",
+    "08_your_own_data": "own_data",
+    "09_why_ddm_fails": "ablations",
 }
 
 
