@@ -160,9 +160,10 @@ def test_reverse_objective_is_match_objective_against_negated_gradients() -> Non
 
 
 def _objective_and_grads(vectorised: bool, method: str, soft: bool, distance: str = "layerwise_cosine",
-                         dtype: torch.dtype = torch.float32, K: int = 5, ipc: int = 2):
+                         dtype: torch.dtype = torch.float32, K: int = 5, ipc: int = 2, path: str | None = None):
     """The objective of one distillation step on the tiny model and its gradient with respect to
-    the synthetic images (and soft labels): the quantities the step uses."""
+    the synthetic images (and soft labels): the quantities the step uses. ``path`` as in
+    matching_objective (None: ``vectorised`` decides)."""
     trajectory = tiny_trajectory()
     real_params = {k: v.to(dtype) for k, v in trajectory.checkpoints[1].items()}
     t_syn = 1 if method == "match" else 3
@@ -177,20 +178,27 @@ def _objective_and_grads(vectorised: bool, method: str, soft: bool, distance: st
     labels = torch.arange(K).repeat_interleave(ipc)
     z = (torch.randn(K * ipc, NUM_CLASSES, generator=generator).to(dtype).requires_grad_(True) if soft else None)
     value = matching_objective(model, real_params, syn_params, real_grads, x, labels, z, K, distance,
-                               reverse=method == "reverse", vectorised=vectorised)
+                               reverse=method == "reverse", vectorised=vectorised, path=path)
     value.backward()
     return value.detach(), x.grad, None if z is None else z.grad
 
 
+@pytest.mark.parametrize("ipc", [1, 2])
+@pytest.mark.parametrize("distance", ["layerwise_cosine", "mse"])
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 @pytest.mark.parametrize("method", ["reverse", "match"])
-def test_matching_objective_vectorised_equals_looped_reference(method: str, soft: bool) -> None:
-    """The vmap step (the default) and the looped reference (K double-backward graphs one after
-    another) agree to float32 rounding: the objective, d/d images and d/d soft labels. Both are
-    within float32 rounding of a float64 loop, and the check is not vacuous (gradients nonzero)."""
-    fast = _objective_and_grads(True, method, soft)
-    slow = _objective_and_grads(False, method, soft)
-    exact = _objective_and_grads(False, method, soft, dtype=torch.float64)
+@pytest.mark.parametrize("path", ["per_sample", "vmap"])
+def test_matching_objective_fast_paths_equal_looped_reference(path: str, method: str, soft: bool, distance: str,
+                                                              ipc: int) -> None:
+    """The per-sample path (the default for the ConvNet) and the vmap path agree with the looped
+    reference (K double-backward graphs one after another) to float32 rounding: the objective,
+    d/d images and d/d soft labels, each against a float64 loop. The tolerance is ~100 float32
+    ulps of the largest entry, or twice the looped float32 reference's own error where that is
+    larger: with ipc 1 and soft labels every float32 path is 1e-5 to 6e-5 off float64 in d/d
+    images, the loop most. The check is not vacuous (gradients nonzero)."""
+    fast = _objective_and_grads(True, method, soft, distance, ipc=ipc, path=path)
+    slow = _objective_and_grads(False, method, soft, distance, ipc=ipc)
+    exact = _objective_and_grads(False, method, soft, distance, dtype=torch.float64, ipc=ipc)
     for got, ref, truth, what in zip(fast, slow, exact, ("objective", "d/d images", "d/d soft labels")):
         if truth is None:
             assert got is None and ref is None
@@ -198,18 +206,28 @@ def test_matching_objective_vectorised_equals_looped_reference(method: str, soft
         scale = float(truth.abs().max())
         assert scale > 1e-4, what
         assert got.dtype == ref.dtype == torch.float32
-        tolerance = 1e-5 * scale      # ~100 float32 ulps of the largest entry
-        assert float((got - ref).abs().max()) <= tolerance, what
+        ref_error = float((ref.double() - truth).abs().max())
+        assert ref_error <= 1e-4 * scale, what                 # the reference itself is float32-accurate
+        tolerance = max(1e-5 * scale, 2 * ref_error)
         assert float((got.double() - truth).abs().max()) <= tolerance, what
-        assert float((ref.double() - truth).abs().max()) <= tolerance, what
+        assert float((got - ref).abs().max()) <= tolerance + ref_error, what
+
+
+def test_matching_objective_default_is_the_per_sample_path() -> None:
+    """``vectorised=True`` (the default) takes the per-sample path for the ConvNet: bit for bit."""
+    default = _objective_and_grads(True, "reverse", True)
+    per_sample = _objective_and_grads(True, "reverse", True, path="per_sample")
+    for a, b in zip(default, per_sample):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("distance", ["cosine", "mse"])
 def test_matching_objective_vectorised_equals_looped_for_other_distances(distance: str) -> None:
-    fast = _objective_and_grads(True, "reverse", True, distance)
-    slow = _objective_and_grads(False, "reverse", True, distance)
-    for got, ref in zip(fast, slow):
-        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    for path in ("per_sample", "vmap"):
+        fast = _objective_and_grads(True, "reverse", True, distance, path=path)
+        slow = _objective_and_grads(False, "reverse", True, distance)
+        for got, ref in zip(fast, slow):
+            assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max())), path
 
 
 def test_synset_cluster_gradients_chunks_and_subsets_change_no_number() -> None:
