@@ -68,14 +68,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    method: str = _help("reverse (DDM, Eq. 6) | match (DDM-match, plain gradient matching)", "reverse")
+    method: str = _help("reverse (DDM, Eq. 6) | match (DDM-match, plain gradient matching) | displacement "
+                        "(our ablation: the whole trajectory's push of a cluster, at theta_tau)", "reverse")
     pairing: str = _help("eq6: theta_t with theta_{tau-t}; alg1: theta_t with theta_{t+s}", "alg1")
     step_length: int = _help("s, the step length of Algorithm 1 (Table 5: 4)", 4)
     steps: int = _help("distillation iterations", 200)
     lr_img: float = _help("learning rate of the synthetic images (Table 5: 0.1; Sec. 4.1: 10)", 0.1)
     momentum_img: float = _help("momentum of the image optimiser (as in gradient matching)", 0.5)
     ipc: int = _help("synthetic images per cluster", 1)
-    distance: str = _help("layerwise_cosine | cosine | mse", "layerwise_cosine")
+    distance: str = _help("layerwise_cosine | cosine | mse | layerwise_cosine_norm (our ablation)", "layerwise_cosine")
     soft_labels: bool = _help("OUR EXTENSION, not the paper's: learnable soft labels", False)
     lr_label: float = _help("learning rate of the soft-label logits", 1.0)
     real_batch: int = _help("real images per cluster per gradient (0: the whole cluster)", 0)

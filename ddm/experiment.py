@@ -193,7 +193,9 @@ class Experiment:
         """Algorithm 1: the distilled synset for the configured clusters (cached, resumable)."""
         distill = distill or self.config.distill
         clusters = clusters or self.config.clusters
-        key = self._key("model", "train", clusters=clusters, distill=distill)
+        # The displacement target is scaled by the online fine-tune it must reproduce.
+        extra = {"online": self.config.online} if distill.method == "displacement" else {}
+        key = self._key("model", "train", clusters=clusters, distill=distill, **extra)
         synset = self._cached("synset", key, lambda: self._distill(key, distill, clusters))
         checkpoint = self.store.checkpoint_path("synset", key)
         if checkpoint is not None:
@@ -203,9 +205,15 @@ class Experiment:
     def _distill(self, key: dict, distill: DistillConfig, clusters: ClusterConfig) -> Synset:
         checkpoint = self.store.checkpoint_path("synset", key)
         start = time.perf_counter()
+        clustering = self.clusters(clusters)
+        scale = None
+        if distill.method == "displacement":
+            train, online = self.config.train, self.config.online
+            sizes = torch.bincount(clustering.assignment, minlength=clustering.num_clusters).float()
+            scale = train.lr * sizes / (train.batch_size * online.finetune_lr * online.finetune_steps)
         synset = distill_synset(self.new_model(), self.target(), self.train.images, self.train.labels,
-                                self.clusters(clusters), self.num_classes, distill,
-                                checkpoint_path=checkpoint, progress=self.progress, device=self.device)
+                                clustering, self.num_classes, distill, checkpoint_path=checkpoint,
+                                progress=self.progress, device=self.device, displacement_scale=scale)
         log.info("synset distilled in %.1f s", time.perf_counter() - start)
         return synset
 

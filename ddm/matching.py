@@ -100,8 +100,24 @@ def mse_distance(g_a: dict[str, torch.Tensor], g_b: dict[str, torch.Tensor]) -> 
     return total
 
 
+def layerwise_cosine_norm_distance(g_a: dict[str, torch.Tensor], g_b: dict[str, torch.Tensor]) -> torch.Tensor:
+    r"""OUR ABLATION, not the paper's: the layer-wise cosine distance plus a term for each weight
+    tensor's size, so that matching keeps the gradient's magnitude as well as its direction:
+
+    .. math:: \sum_{\text{layers}} \Big[\sum_i \big(1 - \cos(g^a_i, g^b_i)\big)
+              + \big(\lVert g^a\rVert / \lVert g^b\rVert - 1\big)^2\Big]
+
+    (the ratio, not the difference, of the norms: scale-free like the cosine)."""
+    total = layerwise_cosine_distance(g_a, g_b)
+    for name, a in g_a.items():
+        if a.dim() <= 1:
+            continue
+        total = total + (a.norm() / (g_b[name].norm() + _EPS) - 1) ** 2
+    return total
+
+
 DISTANCES = {"layerwise_cosine": layerwise_cosine_distance, "cosine": flat_cosine_distance,
-             "mse": mse_distance}
+             "mse": mse_distance, "layerwise_cosine_norm": layerwise_cosine_norm_distance}
 
 
 def get_distance(name: str):
@@ -116,7 +132,7 @@ def compared_parameters(distance: str, params: Params) -> list[str]:
     synset gradients are taken with respect to these only (the others held fixed), which spares
     the double backward their part of the graph and changes no number."""
     get_distance(distance)
-    if distance == "layerwise_cosine":
+    if distance in ("layerwise_cosine", "layerwise_cosine_norm"):
         names = [k for k, v in params.items() if v.dim() > 1]
         if names:
             return names
@@ -667,12 +683,15 @@ def checkpoint_pairs(epochs: int, method: str, pairing: str, step_length: int) -
 
     - reverse, ``eq6``: :math:`(t, \tau - t)` for :math:`0 \le t < \tau` (Eq. 5-6);
     - reverse, ``alg1``: :math:`(t, t + s)` for :math:`t + s < \tau` (Algorithm 1 as printed);
-    - match: :math:`(t, t)` for :math:`0 \le t < \tau` (plain gradient matching).
+    - match: :math:`(t, t)` for :math:`0 \le t < \tau` (plain gradient matching);
+    - displacement: :math:`(\tau, \tau)` only (see :func:`displacement_target`).
     """
     if method == "match":
         return [(t, t) for t in range(epochs)]
+    if method == "displacement":      # one target, the whole trajectory's; the synset at theta_tau
+        return [(epochs, epochs)]
     if method != "reverse":
-        raise ValueError(f"unknown distillation method {method!r}; choose 'reverse' or 'match'")
+        raise ValueError(f"unknown distillation method {method!r}; choose 'reverse', 'match' or 'displacement'")
     if pairing == "eq6":
         return [(t, epochs - t) for t in range(epochs)]
     if pairing == "alg1":
@@ -797,18 +816,41 @@ def initial_synset(images: torch.Tensor, clustering: Clustering, ipc: int, seed:
     return images[sources].clone(), sources
 
 
+def displacement_target(model: nn.Module, checkpoints: list[Params], images: torch.Tensor, labels: torch.Tensor,
+                        clustering: Clustering, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    r"""OUR ABLATION, not the paper's: what cluster k did to the whole trajectory, as one target.
+
+    SGD moved the weights by :math:`-\frac{\eta}{B}\sum_{i\in\mathcal D_k}\nabla\ell_i(\theta_t)
+    \approx -\frac{\eta |\mathcal D_k|}{B}\, g_k(\theta_t)` per epoch on account of cluster k
+    (:math:`g_k` its mean gradient), so training without it ends near
+    :math:`\theta_\tau + \frac{\eta |\mathcal D_k|}{B}\sum_{t<\tau} g_k(\theta_t)`. A fine-tune of T
+    steps at rate :math:`\eta'` on the synset gets there when
+    :math:`\nabla\mathcal L(\theta_\tau, \mathcal S_k) = -\frac{\eta|\mathcal D_k|}{B\,\eta' T}
+    \sum_{t<\tau} g_k(\theta_t)`. Returns :math:`s_k \sum_{t<\tau} g_k(\theta_t)` per parameter, (K, *shape),
+    with ``scale`` :math:`s_k` (K,) (the matching negates it, as reverse matching does)."""
+    total: dict[str, torch.Tensor] | None = None
+    for params in checkpoints[:-1]:
+        g = cluster_gradients(model, params, images, labels, clustering)
+        total = g if total is None else {k: total[k] + g[k] for k in total}
+    assert total is not None
+    return {k: v * scale.to(v).reshape(-1, *([1] * (v.dim() - 1))) for k, v in total.items()}
+
+
 def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tensor, labels: torch.Tensor,
                    clustering: Clustering, num_classes: int, config: DistillConfig,
                    checkpoint_path=None, progress: bool = True, stop_after: int | None = None,
-                   device: str = "cpu") -> Synset:
+                   device: str = "cpu", displacement_scale: torch.Tensor | None = None) -> Synset:
     """Algorithm 1 (offline stage): distil one synthetic set per cluster.
+
+    ``config.method == "displacement"`` (our ablation) matches the synset's gradient at
+    theta_tau to :func:`displacement_target` with ``displacement_scale`` (K,) (default 1).
 
     ``checkpoint_path`` makes the run resumable: the state is saved every
     ``config.checkpoint_every`` steps and picked up again by a later call with the same
     configuration (the file I/O is the store's :func:`~ddm.store.save_checkpoint` and
     :func:`~ddm.store.load_checkpoint`). ``stop_after`` ends the loop early (used to test resumption).
     """
-    reverse = config.method == "reverse"
+    reverse = config.method in ("reverse", "displacement")
     pairs = checkpoint_pairs(trajectory.epochs, config.method, config.pairing, config.step_length)
     K = clustering.num_clusters
     images, labels = images.to(device), labels.to(device)
@@ -844,6 +886,11 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     cache: dict[int, dict[str, torch.Tensor]] = {}
     cacheable = config.real_batch == 0
 
+    if config.method == "displacement":
+        scale = torch.ones(K) if displacement_scale is None else displacement_scale
+        cache[trajectory.epochs] = displacement_target(model, checkpoints, images, labels, clustering, scale)
+        cacheable = True
+
     def real_grads_at(t: int) -> dict[str, torch.Tensor]:
         if cacheable and t in cache:
             return cache[t]
@@ -873,8 +920,11 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
                              "optimiser": optimiser.state_dict(),
                              "label_optimiser": None if label_optimiser is None else label_optimiser.state_dict(),
                              "generator": generator.get_state()}, checkpoint_path)
-    cosines = mean_layer_cosines(model, trajectory, images, labels, clustering, syn.detach(), syn_labels,
-                                 None if label_logits is None else label_logits.detach(), pairs, reverse)
+    # The layer cosines report each pair's reversed real gradient; the displacement target is no
+    # such gradient, so that variant reports none.
+    cosines = {} if config.method == "displacement" else mean_layer_cosines(
+        model, trajectory, images, labels, clustering, syn.detach(), syn_labels,
+        None if label_logits is None else label_logits.detach(), pairs, reverse)
     return Synset(images=syn.detach().cpu(), labels=syn_labels.cpu(), cluster=cluster_of,
                   label_logits=None if label_logits is None else label_logits.detach().cpu(),
                   initial_images=init_images, initial_sources=sources, loss_history=history,

@@ -333,3 +333,42 @@ def test_distill_synset_resumes_exactly(tmp_path, soft: bool) -> None:
         assert torch.equal(resumed.label_logits, whole.label_logits)
     # The last step is always saved, even off the checkpoint_every grid (16 is not a multiple of 5).
     assert load_checkpoint(checkpoint)["step"] == 16
+
+
+# ------------------------------------------------------------------------------------------ our ablations
+def test_cosine_norm_distance_by_hand() -> None:
+    from ddm.matching import layerwise_cosine_norm_distance
+
+    a = {"w": torch.tensor([[3.0, 4.0]]), "b": torch.tensor([1.0])}
+    b = {"w": torch.tensor([[6.0, 8.0]]), "b": torch.tensor([5.0])}      # same direction, half the size
+    assert float(layerwise_cosine_norm_distance(a, b)) == pytest.approx((0.5 - 1) ** 2, abs=1e-6)
+    c = {"w": torch.tensor([[-4.0, 3.0]]), "b": torch.tensor([0.0])}     # orthogonal, same size
+    assert float(layerwise_cosine_norm_distance(a, c)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_displacement_target_is_the_scaled_sum_over_the_trajectory() -> None:
+    from ddm.matching import cluster_gradients, displacement_target
+
+    trajectory = tiny_trajectory(per_class=6, epochs=3)
+    clustering = tiny_clustering(per_class=6, clusters_per_class=2)
+    data = digits(per_class=6)
+    model = tiny_model()
+    scale = torch.arange(1.0, clustering.num_clusters + 1)
+    target = displacement_target(model, trajectory.checkpoints, data.images, data.labels, clustering, scale)
+    by_hand = [cluster_gradients(model, p, data.images, data.labels, clustering) for p in trajectory.checkpoints[:-1]]
+    for name, value in target.items():
+        expected = sum(g[name] for g in by_hand) * scale.reshape(-1, *([1] * (value.dim() - 1)))
+        torch.testing.assert_close(value, expected)
+
+
+def test_displacement_distillation_matches_at_the_final_checkpoint_only() -> None:
+    from ddm.matching import checkpoint_pairs
+
+    assert checkpoint_pairs(5, "displacement", "alg1", 4) == [(5, 5)]
+    trajectory = tiny_trajectory(per_class=6, epochs=3)
+    clustering = tiny_clustering(per_class=6, clusters_per_class=2)
+    data = digits(per_class=6)
+    synset = distill_synset(tiny_model(), trajectory, data.images, data.labels, clustering, 10,
+                            tiny_distill_config(method="displacement", steps=3), progress=False)
+    assert synset.method == "displacement" and len(synset.loss_history) == 3
+    assert synset.final_layer_cosines == {}
