@@ -80,3 +80,14 @@ def test_single_changes_are_ranked_by_their_gain() -> None:
     text = _reading(heldout_paper=-0.1, heldout_plus=0.2, heldout_tracin=0.1, heldout_soft=0.2, heldout_mse=-0.2,
                     heldout_ipc2=0.0, plus_description="x")
     assert text.index("+ soft labels +0.30") < text.index("2 synthetic images per cluster +0.10")
+
+
+def test_a_variant_a_cluster_cannot_afford_is_skipped_and_said(tmp_path, monkeypatch) -> None:
+    """More synthetic images per cluster than the smallest cluster has real ones: not run, and
+    the table says why (k-means leaves single-image clusters on CIFAR-10 at K = 100)."""
+    monkeypatch.setattr(chapter, "ABLATIONS", {"paper": ({}, {}), "ipc5": ({"ipc": 500}, {})})
+    with one_thread():
+        exp = base.open_experiment("quick", overrides=TINY, cache_root=tmp_path)
+        result = chapter.run(exp)
+    assert result.heldout_ipc5 is None and result.heldout_paper is not None
+    assert any("not run: the smallest cluster has" in name for name in result.table.index)
