@@ -91,3 +91,11 @@ def test_a_variant_a_cluster_cannot_afford_is_skipped_and_said(tmp_path, monkeyp
         result = chapter.run(exp)
     assert result.heldout_ipc5 is None and result.heldout_paper is not None
     assert any("not run: the smallest cluster has" in name for name in result.table.index)
+
+
+@pytest.mark.parametrize("factor, words", [(min(chapter.LR_FACTORS), "an end of the range tried"),
+                                           (1.0, "inside the range tried")])
+def test_an_online_rate_at_the_end_of_the_grid_is_flagged(factor: float, words: str) -> None:
+    text = _reading(heldout_paper=-0.1, heldout_plus=0.1, heldout_tracin=0.1, plus_description="x",
+                    online_lr_factor=factor)
+    assert words in text

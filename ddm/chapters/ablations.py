@@ -82,7 +82,7 @@ REFERENCES = ("tracin", "if", "centroid", "random", "noise")
 # Methods whose effects are predicted margin drops (comparable in size to exact retraining's);
 # TracIn's are loss changes and the centroid's and random choice's are scores.
 CALIBRATED = (*ABLATIONS, "online", "plus", "if")
-LR_FACTORS = (0.03, 0.1, 0.3, 1.0, 3.0)    # online learning rates tried, x the profile's
+LR_FACTORS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)   # online learning rates tried, x the profile's
 STEP_FACTORS = (0.5, 1.0, 2.0)              # online step counts tried, x the profile's
 SELECTION_POINTS = 0.5                      # share of the test points that choose; the rest report
 
@@ -119,6 +119,7 @@ class _Base(ChapterResult):
     test_points: int = headline("test points", digits=4)
     selection_points: int = headline("test points that chose DDM+ and the online settings", digits=4)
     online_lr: float = headline("online learning rate chosen")
+    online_lr_factor: float = headline("online learning rate chosen / the profile's")
     online_steps: int = headline("online steps chosen", digits=4)
     plus_description: str = headline("DDM+ settings")
 
@@ -228,6 +229,7 @@ def run(exp: Experiment) -> Result:
     plus = choices["plus"]
     return Result(profile=exp.config.profile, dataset=exp.config.data.name, num_clusters=clustering.num_clusters,
                   test_points=n, selection_points=int(choose.sum()), online_lr=tuned.finetune_lr,
+                  online_lr_factor=tuned.finetune_lr / paper_online.finetune_lr,
                   online_steps=tuned.finetune_steps, plus_description=_describe(plus.distill, plus.online, exp),
                   table=pd.DataFrame(rows).set_index("method"), online_grid=grid, effects={**effects, "exact": exact}, **values)
 
@@ -264,6 +266,12 @@ def _reading(run: RunNumbers) -> list[str]:
     bar = max(tracin, best_if)
     lines.append(f"- DDM+ {'matches or beats' if plus >= bar - BAND else 'stays below'} the better of TracIn-style and "
                  f"the influence function ({_n(bar)}; within {BAND} counts as matching).")
+    if run.has("online_lr_factor"):
+        factor = run["online_lr_factor"]
+        edge = np.isclose(factor, min(LR_FACTORS)) or np.isclose(factor, max(LR_FACTORS))
+        lines.append(f"- The online fine-tune ranks best at {_n(factor)}x the profile's learning rate"
+                     + (", an end of the range tried: a wider range might do better." if edge else
+                        ", inside the range tried."))
     if run.has("calibration_paper", "calibration_plus"):
         lines.append(f"- Calibration (1 is the right effect size): the paper's DDM {_n(run['calibration_paper'])}, "
                      f"DDM+ {_n(run['calibration_plus'])}.")
