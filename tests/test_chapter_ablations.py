@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ddm.book import format_number
 from ddm.chapters import ablations as chapter, base
 from ddm.chapters.base import RunNumbers
 
@@ -38,7 +39,7 @@ def test_run_measures_every_ablation_and_reference(result) -> None:
 def test_the_online_settings_are_the_best_on_the_choosing_points(result) -> None:
     grid = result.online_grid["Spearman (choosing test points)"]
     best = grid.idxmax()
-    assert best == (pytest.approx(result.online_lr), result.online_steps)
+    assert best == (format_number(result.online_lr, 2), result.online_steps)
 
 
 def test_ddm_plus_is_the_best_candidate_on_the_choosing_points(result) -> None:
@@ -99,3 +100,13 @@ def test_an_online_rate_at_the_end_of_the_grid_is_flagged(factor: float, words: 
     text = _reading(heldout_paper=-0.1, heldout_plus=0.1, heldout_tracin=0.1, plus_description="x",
                     online_lr_factor=factor)
     assert words in text
+
+
+def test_settings_in_words_never_print_long_floats(result) -> None:
+    """The book refuses floats with more than four decimals on a page; DDM+'s description and the
+    grid's index are printed as they are."""
+    import re
+
+    long_float = re.compile(r"\d+\.\d{5,}")
+    assert not long_float.search(result.plus_description)
+    assert not any(long_float.search(str(v)) for v in result.online_grid.index.get_level_values(0))

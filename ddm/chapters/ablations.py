@@ -146,7 +146,7 @@ def _describe(distill: DistillConfig, online: OnlineConfig, base: Experiment) ->
     paper_d, paper_o = base.config.distill, base.config.online
     parts = [f"{f.name}={getattr(distill, f.name)}" for f in dataclasses.fields(distill)
              if getattr(distill, f.name) != getattr(paper_d, f.name)]
-    parts += [f"online.{f.name}={getattr(online, f.name):g}" for f in dataclasses.fields(online)
+    parts += [f"online.{f.name}={format_number(getattr(online, f.name), 2)}" for f in dataclasses.fields(online)
               if f.name in ("finetune_lr", "finetune_steps") and getattr(online, f.name) != getattr(paper_o, f.name)]
     return ", ".join(parts) or "the paper's settings"
 
@@ -168,7 +168,8 @@ def tune_online(exp: Experiment, distill: DistillConfig, truth: GroundTruth, exa
             effects = _effects(exp, distill, online, truth)
             tried.append((online, _spearman(effects, exact, rows)))
     best = max(tried, key=lambda t: -np.inf if np.isnan(t[1]) else t[1])[0]
-    grid = pd.DataFrame([{"online lr": o.finetune_lr, "online steps": o.finetune_steps,
+    # The rates as the book prints numbers (at most four decimals): they index the table.
+    grid = pd.DataFrame([{"online lr": format_number(o.finetune_lr, 2), "online steps": o.finetune_steps,
                           "Spearman (choosing test points)": rho} for o, rho in tried])
     return best, grid.set_index(["online lr", "online steps"])
 
