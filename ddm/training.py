@@ -258,7 +258,9 @@ def dask_client(scheduler: str, workers: int = 1, connect_timeout: float = CONNE
         # Among those variables is MALLOC_TRIM_THRESHOLD_=65536, which made a one-thread retrain
         # 1.1-1.9x slower in a worker than in this process (ci profile, benchmarks/
         # bench_retrain_engine.py): leave the allocator at glibc's default, as in the serial run.
-        # The HTTP server gets a free port (":0"), and dask's own logs show only errors.
+        # The HTTP server gets a free port (":0"), and dask's own logs show only errors; the
+        # workers' only critical ones: a worker whose heartbeat races the cluster's shutdown logs
+        # an ERROR with a traceback, and a job's own error reaches this process through its future.
         # No route to a proxy for the workers' pages: without jupyter-server-proxy installed, the
         # scheduler logs that (with a traceback) on every start.
         routes = [r for r in dask.config.get("distributed.scheduler.http.routes") if r != "distributed.http.proxy"]
@@ -266,7 +268,7 @@ def dask_client(scheduler: str, workers: int = 1, connect_timeout: float = CONNE
                 dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                                  "distributed.scheduler.http.routes": routes}), \
                 LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                             dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                             dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
         return
