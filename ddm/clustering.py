@@ -54,10 +54,6 @@ def pixel_features(images: torch.Tensor) -> np.ndarray:
 def check_class_sizes(labels: torch.Tensor, clusters_per_class: int) -> list[int]:
     """The classes present; raises :class:`ClusteringError` when a class has fewer images than
     the ``clusters_per_class`` clusters asked of it (K larger than a class allows)."""
-    return _check_counts(labels, clusters_per_class)
-
-
-def _check_counts(labels: torch.Tensor, clusters_per_class: int) -> list[int]:
     classes = sorted(int(c) for c in torch.unique(labels))
     if clusters_per_class < 1:
         raise ClusteringError(f"clusters_per_class must be >= 1, got {clusters_per_class}")
@@ -74,7 +70,7 @@ def _check_counts(labels: torch.Tensor, clusters_per_class: int) -> list[int]:
 def kmeans_clusters(features: np.ndarray, labels: torch.Tensor, clusters_per_class: int,
                     seed: int, method: str = "kmeans-pixels") -> Clustering:
     """Per-class k-means (scikit-learn) into C clusters; cluster ids run class by class."""
-    classes = _check_counts(labels, clusters_per_class)
+    classes = check_class_sizes(labels, clusters_per_class)
     assignment = torch.full((len(labels),), -1, dtype=torch.long)
     cluster_class = []
     for offset, c in enumerate(classes):
@@ -92,7 +88,7 @@ def kmeans_clusters(features: np.ndarray, labels: torch.Tensor, clusters_per_cla
 
 def sequence_clusters(labels: torch.Tensor, clusters_per_class: int) -> Clustering:
     """'DDM w/o cluster': each class cut into C consecutive chunks by sequence number."""
-    classes = _check_counts(labels, clusters_per_class)
+    classes = check_class_sizes(labels, clusters_per_class)
     assignment = torch.full((len(labels),), -1, dtype=torch.long)
     cluster_class = []
     for offset, c in enumerate(classes):
