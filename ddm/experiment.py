@@ -162,16 +162,19 @@ class Experiment:
         if config.features == "learned":
             extra.update(model=self.config.model, train=self.config.train)
 
-        def compute():
-            labels = self.train.labels
-            if config.features == "sequence":
-                return clustering_mod.sequence_clusters(labels, config.clusters_per_class)
-            if config.features == "class":
-                return clustering_mod.class_groups(labels)
-            features = self.features(config.features, self.train.images)
-            return clustering_mod.kmeans_clusters(features, labels, config.clusters_per_class, config.seed,
-                                                  method=f"kmeans-{config.features}")
-        return self._cached("clusters", self._key(**extra), compute)
+        return self._cached("clusters", self._key(**extra), lambda: self.compute_clusters(config))
+
+    def compute_clusters(self, config: ClusterConfig) -> Clustering:
+        """Supp. 6.1 computed now, not read from the store (:meth:`clusters` caches it; the speed
+        chapter times it)."""
+        labels = self.train.labels
+        if config.features == "sequence":
+            return clustering_mod.sequence_clusters(labels, config.clusters_per_class)
+        if config.features == "class":
+            return clustering_mod.class_groups(labels)
+        features = self.features(config.features, self.train.images)
+        return clustering_mod.kmeans_clusters(features, labels, config.clusters_per_class, config.seed,
+                                              method=f"kmeans-{config.features}")
 
     def class_groups(self) -> Clustering:
         return self.clusters(dataclasses.replace(self.config.clusters, features="class"))
@@ -203,19 +206,25 @@ class Experiment:
         return synset
 
     def _distill(self, key: dict, distill: DistillConfig, clusters: ClusterConfig) -> Synset:
-        checkpoint = self.store.checkpoint_path("synset", key)
         start = time.perf_counter()
-        clustering = self.clusters(clusters)
+        synset = self.compute_synset(distill, self.clusters(clusters), self.target(),
+                                     checkpoint_path=self.store.checkpoint_path("synset", key))
+        log.info("synset distilled in %.1f s", time.perf_counter() - start)
+        return synset
+
+    def compute_synset(self, distill: DistillConfig, clustering: Clustering, trajectory: Trajectory,
+                       checkpoint_path=None, progress: bool | None = None) -> Synset:
+        """Algorithm 1 computed now, not read from the store (:meth:`synset` caches it; the speed
+        chapter times it), for any ``clustering`` and ``trajectory``."""
         scale = None
         if distill.method == "displacement":
             train, online = self.config.train, self.config.online
             sizes = torch.bincount(clustering.assignment, minlength=clustering.num_clusters).float()
             scale = train.lr * sizes / (train.batch_size * online.finetune_lr * online.finetune_steps)
-        synset = distill_synset(self.new_model(), self.target(), self.train.images, self.train.labels,
-                                clustering, self.num_classes, distill, checkpoint_path=checkpoint,
-                                progress=self.progress, device=self.device, displacement_scale=scale)
-        log.info("synset distilled in %.1f s", time.perf_counter() - start)
-        return synset
+        return distill_synset(self.new_model(), trajectory, self.train.images, self.train.labels, clustering,
+                              self.num_classes, distill, checkpoint_path=checkpoint_path,
+                              progress=self.progress if progress is None else progress, device=self.device,
+                              displacement_scale=scale)
 
     def perturbed_outputs(self, synset: Synset, keep_masks: torch.Tensor, images: torch.Tensor,
                           online: OnlineConfig | None = None) -> torch.Tensor:

@@ -32,13 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm import clustering as clustering_mod
 from ddm.attribution import fit_attribution_matrix
 from ddm.clustering import Clustering
 from ddm.evaluation import perturbation_masks
 from ddm.experiment import Experiment
 from ddm.influence import PeakMemory
-from ddm.matching import (checkpoint_pairs, cluster_gradients, distill_synset, initial_synset,
+from ddm.matching import (checkpoint_pairs, cluster_gradients, initial_synset,
                           matching_objective, mean_layer_cosines)
 from ddm.online import leave_one_out_masks, perturbed_models, predict_many
 from ddm.training import Trajectory, retrain_without, train_trajectory
@@ -68,18 +67,7 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, Cost]:
 
 
 def _clusters(exp: Experiment, clusters_per_class: int) -> Clustering:
-    config = exp.config.clusters
-    features = exp.features(config.features, exp.train.images) if config.features in ("pixels", "learned") else None
-    if features is None:
-        return exp.clusters(dataclasses.replace(config, clusters_per_class=clusters_per_class))
-    return clustering_mod.kmeans_clusters(features, exp.train.labels, clusters_per_class, config.seed,
-                                          method=f"kmeans-{config.features}")
-
-
-def _distill(exp: Experiment, trajectory: Trajectory, clustering: Clustering, steps: int):
-    distill = dataclasses.replace(exp.config.distill, steps=steps)
-    return distill_synset(exp.new_model(), trajectory, exp.train.images, exp.train.labels, clustering,
-                          exp.num_classes, distill, progress=False, device=exp.device)
+    return exp.compute_clusters(dataclasses.replace(exp.config.clusters, clusters_per_class=clusters_per_class))
 
 
 def _finetunes(exp: Experiment, trajectory: Trajectory, synset, masks: torch.Tensor) -> list:
@@ -105,6 +93,7 @@ class StageCosts:
     stages: dict[str, Cost]              # stage key -> cost (see STAGES in the speed chapter)
     retrain_seconds: tuple[float, ...]   # each measured exact retrain (one cluster removed)
     methods: dict[str, Cost]             # attribution baselines: key -> cost for all test points
+    trajectory: Trajectory = dataclasses.field(repr=False)   # the target it trained (the sweeps reuse it)
 
 
 def stage_costs(exp: Experiment, test_index: torch.Tensor, retrains: int = 2,
@@ -120,7 +109,8 @@ def stage_costs(exp: Experiment, test_index: torch.Tensor, retrains: int = 2,
         device=exp.device))
     clustering, stages["clustering"] = measure(lambda: _clusters(exp, exp.config.clusters.clusters_per_class))
     K = clustering.num_clusters
-    synset, stages["distillation"] = measure(lambda: _distill(exp, trajectory, clustering, exp.config.distill.steps))
+    synset, stages["distillation"] = measure(lambda: exp.compute_synset(exp.config.distill, clustering, trajectory,
+                                                                         progress=False))
     x = exp.test.images[test_index]
     models, stages["finetunes"] = measure(lambda: _finetunes(exp, trajectory, synset, leave_one_out_masks(K)))
     _, stages["prediction"] = measure(lambda: predict_many(exp.new_model(), models, x))
@@ -134,7 +124,7 @@ def stage_costs(exp: Experiment, test_index: torch.Tensor, retrains: int = 2,
     measured_methods = {key: measure(lambda call=call: call(exp, clustering, test_index, trajectory))[1]
                         for key, call in (methods or {}).items()}
     return StageCosts(K, len(test_index), exp.config.distill.steps, len(masks), stages,
-                      tuple(c.seconds for c in retrain_costs), measured_methods)
+                      tuple(c.seconds for c in retrain_costs), measured_methods, trajectory)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 
 from ddm import evaluation, influence
 from ddm.book import format_number
-from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, table, verdict_for
+from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, result_class, table, verdict_for
 from ddm.config import DistillConfig, OnlineConfig
 from ddm.evaluation import GroundTruth
 from ddm.experiment import Experiment
@@ -124,16 +124,11 @@ class _Base(ChapterResult):
     plus_description: str = headline("DDM+ settings")
 
 
-def _make_result_class():
-    fields = [(name, kind, spec) for name, (kind, spec) in _fields().items()]
-    return dataclasses.make_dataclass("Result", fields + [
-        ("table", pd.DataFrame, table("every ablation against exact retraining")),
-        ("online_grid", pd.DataFrame, table("the online settings tried")),
-        ("effects", dict, detail(None)),
-    ], bases=(_Base,), frozen=True, kw_only=True, namespace={"__module__": __name__})
-
-
-Result = _make_result_class()
+Result = result_class(_Base, _fields(), [
+    ("table", pd.DataFrame, table("every ablation against exact retraining")),
+    ("online_grid", pd.DataFrame, table("the online settings tried")),
+    ("effects", dict, detail(None)),
+], __name__)
 
 
 def _spearman(effects: np.ndarray, exact: np.ndarray, rows: slice | np.ndarray) -> float:

@@ -92,6 +92,18 @@ class ChapterResult:
         return RunNumbers(self.headline_numbers(), self.profile, self.dataset, recorded=False)
 
 
+def result_class(base: type, generated: Mapping[str, tuple[Any, Any]], extra: Sequence[tuple[str, Any, Any]],
+                 module: str) -> type:
+    """The ``Result`` of a chapter whose headline fields come in families (one per stage, method
+    or sweep point) made by a loop instead of written out: ``generated`` maps a field name to
+    ``(type, headline(...))``, ``extra`` lists ``(name, type, table(...) or detail(...))``. A
+    frozen, keyword-only dataclass on ``base`` (a :class:`ChapterResult` with the fixed fields),
+    like the hand-written ones."""
+    fields = [(name, kind, spec) for name, (kind, spec) in generated.items()]
+    return dataclasses.make_dataclass("Result", fields + list(extra), bases=(base,), frozen=True, kw_only=True,
+                                      namespace={"__module__": module})
+
+
 def plain_number(value: Any) -> Any:
     """numpy / torch scalars to Python numbers; NaN to None (a number that was not measured)."""
     if value is None or isinstance(value, (str, bool)):

@@ -21,7 +21,8 @@ import torch
 
 from ddm import baselines, influence
 from ddm.book import format_number
-from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, open_experiment, table, verdict_for
+from ddm.chapters.base import (ChapterResult, RunNumbers, detail, headline, open_experiment, result_class, table,
+                               verdict_for)
 from ddm.experiment import Experiment
 from ddm.speed import StageCosts, SweepPoint, break_even, cost_against_clusters, cost_against_size, stage_costs
 
@@ -107,20 +108,13 @@ class _Base(ChapterResult):
         "distillation: measured full run / the sum of its measured parts", default=None)
 
 
-def _make_result_class():
-    import dataclasses as dc
-
-    fields = [(name, kind, spec) for name, (kind, spec) in _fields().items()]
-    return dc.make_dataclass("Result", fields + [
-        ("stages", pd.DataFrame, table("every stage's cost")),
-        ("methods_table", pd.DataFrame, table("every method's cost")),
-        ("against_k", pd.DataFrame, table("cost against K")),
-        ("against_n", pd.DataFrame, table("cost against the training-set size")),
-        ("reuse", pd.DataFrame, detail(None)),
-    ], bases=(_Base,), frozen=True, kw_only=True, namespace={"__module__": __name__})
-
-
-Result = _make_result_class()
+Result = result_class(_Base, _fields(), [
+    ("stages", pd.DataFrame, table("every stage's cost")),
+    ("methods_table", pd.DataFrame, table("every method's cost")),
+    ("against_k", pd.DataFrame, table("cost against K")),
+    ("against_n", pd.DataFrame, table("cost against the training-set size")),
+    ("reuse", pd.DataFrame, detail(None)),
+], __name__)
 
 
 def cluster_grid(exp: Experiment) -> list[int]:
@@ -158,13 +152,10 @@ def run(exp: Experiment, influence_methods: tuple[str, ...] = influence.METHODS)
     values.update({f"seconds_{k}": c.seconds for k, c in costs.methods.items()})
     values.update({f"peak_mb_{k}": c.peak_mb for k, c in costs.methods.items()})
 
-    from ddm.training import train_trajectory   # the sweeps' target, trained once more (not timed)
-    trajectory = train_trajectory(exp.new_model(), exp.initial_params(), exp.train.images, exp.train.labels,
-                                  exp.config.train, device=exp.device)
     # The profile's own C joins the sweep (a table row; headline fields exist for CLUSTER_GRID only)
     # so that the full distillation measured above checks the step-time scaling.
     grid = sorted(set(cluster_grid(exp)) | {exp.config.clusters.clusters_per_class})
-    by_k = cost_against_clusters(exp, grid, test_index, trajectory, s["retrain"].seconds)
+    by_k = cost_against_clusters(exp, grid, test_index, costs.trajectory, s["retrain"].seconds)
     for c, point in zip(grid, by_k):
         if c in CLUSTER_GRID:
             values.update({f"seconds_{curve}_c{c}": v for curve, v in _curves(point).items()})
