@@ -16,9 +16,9 @@ per-layer cosine; one target per cluster, its whole push on the training traject
 theta_tau instead of Algorithm 1's per-pair reversal (:func:`ddm.matching.displacement_target`);
 more synthetic images per cluster; and the online stage's learning rate and step count tuned for
 ranking. The best
-combination, chosen on half of the test points and reported on the other half, is **DDM+ (ours)**:
-a configuration of the package (:data:`ddm.variants.DDM_PLUS_DISTILL` / ``DDM_PLUS_ONLINE``), not
-the paper's method.
+combination, chosen on half of the test points and reported on the other half, is **DDM+ (ours)**,
+not the paper's method: a :class:`ddm.config.DistillConfig` and :class:`ddm.config.OnlineConfig`
+chosen afresh by :func:`run` for each data set (its settings are the headline ``plus_description``).
 """
 
 from __future__ import annotations
