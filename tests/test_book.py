@@ -184,6 +184,17 @@ def test_source_notebooks_are_clean_and_parametrised() -> None:
             assert re.search(rf"^{name}\s*=", source, re.M), f"{page.rel}: no {name} parameter"
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_text_has_no_control_characters(path: Path) -> None:
+    """A generator that wrote "\\theta" or "\\bar\\rho" into a Python string without escaping its
+    backslashes leaves a tab, a backspace or a carriage return in the page, and MathJax shows
+    "heta" or "ho" instead of the symbol; chapters outside _toc.yml are checked too."""
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        source = "".join(cell["source"])
+        bad = sorted({repr(ch) for ch in source if ord(ch) < 32 and ch != "\n"})
+        assert not bad, f"{path.name}, cell {index}: control characters {', '.join(bad)}"
+
+
 def test_source_notebooks_show_no_wiring_code() -> None:
     """A reader sees at most a few lines of code per cell: the calls they would adapt. Everything
     else is folded away (hide-input / hide-cell) or removed, and no cell builds a dict of numbers."""
