@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ddm import evaluation, scale
+from ddm.data import DataError
 from ddm.chapters import base, scale as chapter
 from ddm.chapters.base import RunNumbers
 from ddm.variants import DDM_SOFT, PAPER_DDM
@@ -106,8 +107,21 @@ def test_headlines_exist_for_the_measured_sizes_only(result) -> None:
     assert numbers["spearman_ddm_n40"] is None and numbers["dist1_x100_ddm_n40"] is not None
     assert numbers["accuracy_n30"] is not None and numbers["epochs_n40"] is not None
     assert all(numbers[f"accuracy_n{n}"] is None for n in chapter.ALL_SIZES if n not in (30, 40))
+    assert result.skipped_sizes == ""
     assert result.spearman_ddm_n30 == pytest.approx(result.points[0].spearman[PAPER_DDM])
     assert result.calibration_ddm_soft_n30 == pytest.approx(result.points[0].calibration[DDM_SOFT])
+
+
+def test_sizes_the_data_cannot_afford_are_skipped_and_named(base_experiment) -> None:
+    """Digits have about 131 training images in the smallest class: 5,000 per class is skipped,
+    with the reason; a study where no size fits is an error naming the fix."""
+    with one_thread():
+        run = scale.measure(base_experiment, scale.ScaleConfig(full_sizes=(30,), located_sizes=(5000,), max_epochs=5))
+    assert [p.per_class for p in run.points] == [30] and list(run.skipped) == [5000]
+    assert "per_class=5000" in run.skipped[5000]
+    with pytest.raises(DataError, match="smaller sizes"):
+        scale.measure(base_experiment, scale.ScaleConfig(full_sizes=(5000,), located_sizes=(), max_epochs=5))
+    assert "too few images per class: 5000/class" in _reading(skipped_sizes="5000/class (...)")
 
 
 def test_a_size_without_headline_fields_is_refused(base_experiment) -> None:

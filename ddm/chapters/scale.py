@@ -83,6 +83,7 @@ class _Base(ChapterResult):
     test_points: int = headline("test points", digits=4)
     sizes: str = headline("training images per class measured")
     max_epochs: int = headline("epoch cap of the targets", digits=3)
+    skipped_sizes: str = headline("sizes the data set could not afford (empty: none)")
 
 
 Result = result_class(_Base, {k: v for n in ALL_SIZES for k, v in _size_fields(n).items()},
@@ -116,14 +117,15 @@ def run(exp: Experiment, config: scale.ScaleConfig | None = None) -> Result:
     if unknown:
         raise ValueError(f"the chapter has headline fields for {ALL_SIZES} images per class, not {unknown}: "
                          f"measure other sizes with ddm.scale.measure, or add a profile's sizes to ddm.scale.SCALES")
-    points = scale.measure(exp, config)
+    measured = scale.measure(exp, config)
     values: dict = {}
-    for point in points:
+    for point in measured.points:
         values.update(_fields_of(point))
     return Result(profile=exp.config.profile, dataset=exp.config.data.name,
                   num_clusters=exp.clusters().num_clusters, test_points=len(exp.test_point_indices()),
                   sizes=", ".join(str(n) for n in config.sizes), max_epochs=config.max_epochs,
-                  points=points, **values)
+                  skipped_sizes="; ".join(f"{n}/class ({why})" for n, why in measured.skipped.items()),
+                  points=measured.points, **values)
 
 
 def provenance(result: Result) -> str:
@@ -185,6 +187,8 @@ def _reading(run: RunNumbers) -> list[str]:
     lines = []
     acc = paper_accuracy(run.dataset)
     sizes = _sizes(run)
+    if run["skipped_sizes"]:
+        lines.append(f"- Not measured, the data set has too few images per class: {run['skipped_sizes']}.")
     if sizes:
         accs = ", ".join(f"{_n(run[f'accuracy_n{n}'])}% at {n}/class" for n in sizes)
         lines.append(f"- Target accuracy {accs}" + (f" (the paper's, on the full data set: {acc:g}%)." if acc else "."))
