@@ -169,3 +169,24 @@ def test_the_trend_names_its_sampling_uncertainty() -> None:
 def test_ddm_beside_random_choice_words() -> None:
     assert "indistinguishable from random choice" in _reading(**_size(100, 0.03, 0.3))
     assert "below random choice" in _reading(**_size(100, -0.2, 0.3))
+
+
+def _located(n: int, ddm: float, tracin: float = 1.5) -> dict:
+    return {f"train_images_n{n}": 10 * n, f"accuracy_n{n}": 95.0, f"dist1_x100_ddm_n{n}": ddm,
+            f"dist1_x100_random_n{n}": 2.0, f"dist1_x100_tracin_n{n}": 2.0 * tracin, f"dist1_x100_ddm_soft_n{n}": 2.0}
+
+
+@pytest.mark.parametrize("large, ratio, words", [(3.0, "1.5", "gains on random choice"),
+                                                 (2.1, "1.1", "keeps the same distance"),
+                                                 (1.0, "0.50", "loses ground to random choice")])
+def test_the_dist1_trend_reads_every_size_against_random(large: float, ratio: str, words: str) -> None:
+    """With one full-protocol size the Spearman trend cannot be read; Dist1 of DDM's pick over a
+    random pick still can, from the smallest size to the largest (2.0 / 2.0 = 1 to large / 2.0); 2.1 / 2.0 is within RATIO_BAND of 1."""
+    text = _reading(**{**_size(100, -0.1, 0.35), **_located(100, 2.0), **_located(500, large)})
+    assert "Trend: from" not in text and words in text
+    assert f"1.0 times as far as deleting a random cluster at 100/class, and {ratio} times at 500/class" in text
+    assert "TracIn-style's located cluster: 1.5 and 1.5 times" in text
+
+
+def test_no_dist1_trend_from_a_single_size() -> None:
+    assert "Trend over every size" not in _reading(**{**_size(100, -0.1, 0.35), **_located(100, 2.0)})

@@ -45,6 +45,7 @@ REFERENCES = ("random", "noise", "exact", "order", "best")   # drawn grey or das
 
 # Verdict thresholds, named where they are used.
 BAND = 0.05            # two Spearman means (or two gaps) closer than this are called indistinguishable
+RATIO_BAND = 0.1       # two Dist1 ratios (a method's pick over a random pick) closer than this count as equal
 PLATEAU_NOTE = (f"trained until the mean training loss fell by less than {scale.PLATEAU_DROP} nats per epoch "
                 f"over {scale.PLATEAU_WINDOW} epochs, or to the profile's cap")
 
@@ -225,7 +226,38 @@ def _reading(run: RunNumbers) -> list[str]:
                      f"random choice {_n(run[f'dist1_x100_random_n{n}'])}"
                      + (f"; nothing removed under another data order {_n(run[f'dist1_x100_order_n{n}'])}"
                         if run.has(f"dist1_x100_order_n{n}") else "") + ".")
-    return lines
+    return lines + _dist1_trend(run, sizes)
+
+
+def _dist1_ratio(run: RunNumbers, method: str, n: int) -> float | None:
+    """How many times as far as a random cluster's removal the removal of ``method``'s located
+    cluster moves the output at ``n``/class (Dist1 x100 over Dist1 x100; None if unmeasured)."""
+    if not run.has(f"dist1_x100_{method}_n{n}", f"dist1_x100_random_n{n}") or run[f"dist1_x100_random_n{n}"] <= 0:
+        return None
+    return run[f"dist1_x100_{method}_n{n}"] / run[f"dist1_x100_random_n{n}"]
+
+
+def _dist1_trend(run: RunNumbers, sizes: list[int]) -> list[str]:
+    """The trend every size can show, full protocol or not: the paper's DDM's located cluster
+    against a random one, at the smallest and the largest size (TracIn-style beside it)."""
+    measured = [n for n in sizes if _dist1_ratio(run, "ddm", n) is not None]
+    if len(measured) < 2:
+        return []
+    small, large = measured[0], measured[-1]
+    ddm = {n: _dist1_ratio(run, "ddm", n) for n in (small, large)}
+    if ddm[large] > ddm[small] + RATIO_BAND:
+        trend = "**gains on random choice**"
+    elif ddm[large] < ddm[small] - RATIO_BAND:
+        trend = "**loses ground to random choice**"
+    else:
+        trend = "**keeps the same distance from random choice**"
+    tracin = {n: _dist1_ratio(run, "tracin", n) for n in (small, large)}
+    beside = (f" TracIn-style's located cluster: {_n(tracin[small])} and {_n(tracin[large])} times a random one."
+              if None not in tracin.values() else "")
+    return [f"- Trend over every size, by Dist1: deleting the cluster the paper's DDM locates moves the output "
+            f"{_n(ddm[small])} times as far as deleting a random cluster at {small}/class, and {_n(ddm[large])} "
+            f"times at {large}/class: DDM {trend} as the training set grows (ratios within {RATIO_BAND:g} count as "
+            f"equal; above 1 is better than random).{beside}"]
 
 
 def verdict(result: Result, recorded=()) -> str:
