@@ -24,6 +24,8 @@ ROW_KEYS = ("quantity", "this_run", "recorded", "paper", "note")
 
 
 def _as_dict(config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(config, ExperimentConfig):
+        return config.to_dict()
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     if isinstance(config, Mapping):

@@ -128,6 +128,19 @@ class InfluenceConfig:
 
 
 @dataclass(frozen=True)
+class NoiseConfig:
+    """Noisy training images (Supp. 9.2, Table 6; :mod:`ddm.noise`). ``fraction`` 0 (the default)
+    leaves the data clean, and a clean configuration's store keys and recorded hash are exactly
+    those it had before this section existed."""
+
+    fraction: float = _help("share of the training images that get noise (Table 6: 0.2); 0: none", 0.0)
+    norm: float = _help("norm of each image's noise, on the [0, 1] pixel scale (Table 6: 0.1)", 0.1)
+    kind: str = _help("linf (largest pixel change equals norm) | l2 (Euclidean norm of the whole image's noise)",
+                      "linf")
+    seed: int = _help("seed of the noisy images' choice and of their noise", 0)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     profile: str = "quick"
     data: DataConfig = field(default_factory=DataConfig)
@@ -140,9 +153,15 @@ class ExperimentConfig:
     influence: InfluenceConfig = field(default_factory=InfluenceConfig)
     device: str = "cpu"
     threads: int = 1  # torch CPU threads; 0 keeps torch's default. Not part of any artifact key.
+    noise: NoiseConfig = field(default_factory=NoiseConfig)   # clean data unless noise.fraction > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.noise == NoiseConfig():
+            # A section added after the first records: left out at its default, so a clean
+            # configuration's dict (and the hash recorded with it) is what it always was.
+            del out["noise"]
+        return out
 
     def with_overrides(self, **overrides: Any) -> "ExperimentConfig":
         """Return a copy with dotted overrides, e.g. ``{"train.epochs": 5, "data.name": "mnist"}``."""
@@ -151,7 +170,9 @@ class ExperimentConfig:
 
 def config_hash(obj: Any, length: int = 12) -> str:
     """Stable short hash of a configuration (a dataclass or plain JSON-able data)."""
-    if dataclasses.is_dataclass(obj):
+    if isinstance(obj, ExperimentConfig):
+        obj = obj.to_dict()   # without the sections a clean configuration leaves out (noise)
+    elif dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ddm import clustering as clustering_mod
+from ddm import noise as noise_mod
 from ddm.clustering import Clustering
 from ddm.config import (ClusterConfig, DistillConfig, ExperimentConfig, OnlineConfig, check_threads,
                         config_hash, resolve_cache_root, resolve_data_root)
@@ -56,6 +57,7 @@ class Experiment:
     data_root: Path
     progress: bool = True
     custom_model: CustomModel | None = None   # a network passed in (model.arch "custom:<name>")
+    noisy_indices: torch.Tensor | None = None  # the training images given noise (config.noise), sorted; None: clean
     _memo: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def _cached(self, kind: str, key: dict, compute) -> Any:
@@ -91,10 +93,14 @@ class Experiment:
         d = config.data
         train = load_dataset(d.name, "train", root, per_class=d.train_per_class, seed=d.seed, download=download)
         test = load_dataset(d.name, "test", root, per_class=d.test_per_class, seed=d.seed, download=download)
+        noisy = None
+        if config.noise.fraction > 0:   # Supp. 9.2 / Table 6: noise on a seeded share of the training images
+            n = config.noise
+            train, noisy = noise_mod.noisy_copy(train, n.fraction, n.norm, n.kind, n.seed)
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu'")
         store = ArtifactStore(resolve_cache_root(cache_root))
-        experiment = cls(config, train, test, store, root, progress, custom)
+        experiment = cls(config, train, test, store, root, progress, custom, noisy)
         experiment.check()
         return experiment
 
@@ -125,6 +131,9 @@ class Experiment:
 
     def _key(self, *parts: str, **extra: Any) -> dict:
         key = {"data": _asdict(self.config.data), "data_fingerprint": self._fingerprint()}
+        if self.config.noise.fraction > 0:
+            # noisy training images: never the clean artifacts (a clean key has no "noise" entry)
+            key["noise"] = _asdict(self.config.noise)
         for part in parts:
             key[part] = _asdict(getattr(self.config, part))
         if "model" in parts and self.custom_model is not None:

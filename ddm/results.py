@@ -93,7 +93,9 @@ def record_path(profile: str, chapter: str, root: Path | str = RESULTS_ROOT) -> 
 
 def _plain_config(config: Any) -> dict[str, Any]:
     """The configuration as JSON data, exactly as it will read back (tuples become lists)."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()   # an ExperimentConfig: without the sections a clean one leaves out
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict or a configuration dataclass, not {type(config).__name__}")

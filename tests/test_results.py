@@ -204,3 +204,16 @@ def test_committed_record_is_valid(path: Path) -> None:
         f"{path.name}: not recorded {sorted(set(fields) - set(record['numbers']))}, "
         f"unknown {sorted(set(record['numbers']) - set(fields))}: re-make it with make record")
     assert record["config"]["data"]["name"] == record["dataset"]
+
+
+def test_a_noisy_configuration_is_recorded_with_its_noise(tmp_path: Path) -> None:
+    """The noise section is left out of a clean configuration (so older records keep their hash)
+    and kept in a noisy one: the record, its hash and the configuration's own hash agree."""
+    clean = get_profile("quick")
+    noisy = clean.with_overrides(**{"noise.fraction": 0.2})
+    path = record_results("quick", "13_noisy_data", NUMBERS, noisy, command="x", root=tmp_path)
+    record = load_results("quick", "13_noisy_data", root=tmp_path)
+    assert record["config"]["noise"]["fraction"] == 0.2 and "noise" not in clean.to_dict()
+    assert record["config_hash"] == config_hash(noisy) == config_hash(noisy.to_dict()) != config_hash(clean)
+    assert config_hash(clean) == config_hash(clean.to_dict())
+    assert validate_record(record, path) == []

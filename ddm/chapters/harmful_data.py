@@ -315,12 +315,13 @@ def _margin(run: RunNumbers, x: int, floor: float | None) -> float:
     return max(floor or 0.0, SPREAD_SHARE * run.get(f"spread_random_{x}", 0.0))
 
 
-def _compare(run: RunNumbers, better: str, worse: str, floor: float | None
-             ) -> tuple[list[int], list[int], list[str]]:
+def _compare(run: RunNumbers, better: str, worse: str, floor: float | None,
+             fractions: tuple[int, ...] = FRACTIONS) -> tuple[list[int], list[int], list[str]]:
     """Shares where ranking ``better`` is clearly above / clearly below ranking ``worse``, and
-    per share "x%: gap (needed)"."""
+    per share "x%: gap (needed)"; ``fractions``: the shares to compare (Table 3's by default;
+    chapter 13 passes Table 6's)."""
     above, below, gaps = [], [], []
-    for x in FRACTIONS:
+    for x in fractions:
         if not run.has(f"acc_{better}_{x}", f"acc_{worse}_{x}"):
             continue
         gap, margin = run[f"acc_{better}_{x}"] - run[f"acc_{worse}_{x}"], _margin(run, x, floor)
