@@ -31,7 +31,7 @@ from ddm.clustering import Clustering
 from ddm.config import DistillConfig
 from ddm.models import BasicBlockAP, Network
 from ddm.store import load_checkpoint, save_checkpoint
-from ddm.training import Params, Trajectory, soft_cross_entropy
+from ddm.training import BatchLoss, Params, Trajectory, soft_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,13 @@ def synset_loss(model: nn.Module, params: Params, images: torch.Tensor, labels: 
 
 def cluster_gradients(model: nn.Module, params: Params, images: torch.Tensor, labels: torch.Tensor,
                       clustering: Clustering, real_batch: int = 0,
-                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                      generator: torch.Generator | None = None,
+                      loss: BatchLoss | None = None) -> dict[str, torch.Tensor]:
     r""":math:`\nabla_\theta \mathcal L(\theta, \mathcal D_k)` for every cluster k, stacked: (K, *shape).
 
-    The loss of a cluster is its mean cross-entropy. ``real_batch > 0`` samples that many images
-    per cluster instead of using all of them.
+    The loss of a cluster is its mean cross-entropy, or ``loss(logits, members)`` when given (a
+    :data:`ddm.training.BatchLoss`, e.g. the student's knowledge-distillation loss, Supp. Eq. 15).
+    ``real_batch > 0`` samples that many images per cluster instead of using all of them.
     """
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     per_cluster: list[tuple[torch.Tensor, ...]] = []
@@ -165,8 +167,9 @@ def cluster_gradients(model: nn.Module, params: Params, images: torch.Tensor, la
         members = clustering.members(k)
         if real_batch and len(members) > real_batch:
             members = members[torch.randperm(len(members), generator=generator)[:real_batch]]
-        loss = F.cross_entropy(functional_call(model, params, (images[members],)), labels[members])
-        per_cluster.append(torch.autograd.grad(loss, list(params.values())))
+        logits = functional_call(model, params, (images[members],))
+        value = F.cross_entropy(logits, labels[members]) if loss is None else loss(logits, members)
+        per_cluster.append(torch.autograd.grad(value, list(params.values())))
     return {name: torch.stack([g[i] for g in per_cluster]) for i, name in enumerate(params)}
 
 
@@ -839,8 +842,14 @@ def displacement_target(model: nn.Module, checkpoints: list[Params], images: tor
 def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tensor, labels: torch.Tensor,
                    clustering: Clustering, num_classes: int, config: DistillConfig,
                    checkpoint_path=None, progress: bool = True, stop_after: int | None = None,
-                   device: str = "cpu", displacement_scale: torch.Tensor | None = None) -> Synset:
+                   device: str = "cpu", displacement_scale: torch.Tensor | None = None,
+                   real_loss: BatchLoss | None = None) -> Synset:
     """Algorithm 1 (offline stage): distil one synthetic set per cluster.
+
+    ``real_loss`` (None: the cross-entropy) is the training loss whose cluster gradients the synset
+    matches, as :func:`cluster_gradients` takes it: the trajectory's own loss when that was not the
+    cross-entropy (the knowledge-distillation student of Supp. Eq. 15). The synset's own loss stays
+    the cross-entropy on its hard (or soft) labels, the loss the fine-tune of Eq. 9 uses.
 
     ``config.method == "displacement"`` (our ablation) matches the synset's gradient at
     theta_tau to :func:`displacement_target` with ``displacement_scale`` (K,) (default 1).
@@ -850,6 +859,9 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     configuration (the file I/O is the store's :func:`~ddm.store.save_checkpoint` and
     :func:`~ddm.store.load_checkpoint`). ``stop_after`` ends the loop early (used to test resumption).
     """
+    if real_loss is not None and config.method == "displacement":
+        raise ValueError("the displacement ablation matches cross-entropy gradients only; real_loss is not "
+                         "supported there (use method 'reverse' or 'match')")
     reverse = config.method in ("reverse", "displacement")
     pairs = checkpoint_pairs(trajectory.epochs, config.method, config.pairing, config.step_length)
     K = clustering.num_clusters
@@ -894,7 +906,8 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     def real_grads_at(t: int) -> dict[str, torch.Tensor]:
         if cacheable and t in cache:
             return cache[t]
-        g = cluster_gradients(model, checkpoints[t], images, labels, clustering, config.real_batch, generator)
+        g = cluster_gradients(model, checkpoints[t], images, labels, clustering, config.real_batch, generator,
+                              loss=real_loss)
         if cacheable:
             cache[t] = g
         return g
@@ -924,7 +937,7 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
     # such gradient, so that variant reports none.
     cosines = {} if config.method == "displacement" else mean_layer_cosines(
         model, trajectory, images, labels, clustering, syn.detach(), syn_labels,
-        None if label_logits is None else label_logits.detach(), pairs, reverse)
+        None if label_logits is None else label_logits.detach(), pairs, reverse, real_loss=real_loss)
     return Synset(images=syn.detach().cpu(), labels=syn_labels.cpu(), cluster=cluster_of,
                   label_logits=None if label_logits is None else label_logits.detach().cpu(),
                   initial_images=init_images, initial_sources=sources, loss_history=history,
@@ -934,14 +947,15 @@ def distill_synset(model: nn.Module, trajectory: Trajectory, images: torch.Tenso
 def mean_layer_cosines(model: nn.Module, trajectory: Trajectory, images: torch.Tensor, labels: torch.Tensor,
                        clustering: Clustering, syn: torch.Tensor, syn_labels: torch.Tensor,
                        label_logits: torch.Tensor | None, pairs: list[tuple[int, int]],
-                       reverse: bool, max_pairs: int = 4) -> dict[str, float]:
+                       reverse: bool, max_pairs: int = 4, real_loss: BatchLoss | None = None) -> dict[str, float]:
     """Per layer, the cosine between the synset gradient and its target (the reversed real
     gradient for DDM), averaged over clusters and a few checkpoint pairs. 1 = perfect match."""
     K = clustering.num_clusters
     chosen = pairs[:: max(1, len(pairs) // max_pairs)][:max_pairs]
     sums: dict[str, list[float]] = {}
     for t_real, t_syn in chosen:
-        real = cluster_gradients(model, trajectory.checkpoints[t_real], images.cpu(), labels.cpu(), clustering)
+        real = cluster_gradients(model, trajectory.checkpoints[t_real], images.cpu(), labels.cpu(), clustering,
+                                 loss=real_loss)
         synth = synset_cluster_gradients(model, trajectory.checkpoints[t_syn], syn.cpu(), syn_labels.cpu(),
                                          None if label_logits is None else label_logits.cpu(), K)
         sign = -1.0 if reverse else 1.0

@@ -34,6 +34,10 @@ from tqdm import tqdm
 from ddm.config import TrainConfig
 
 Params = dict[str, torch.Tensor]
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A training loss other than the cross-entropy: ``loss(logits, batch)`` -> the batch's mean loss, with
+``logits`` (B, L) the network's output on the images ``batch`` (B,) int64 (indices into the training set,
+so that a loss can read per-image targets, e.g. a teacher's logits)."""
 
 
 def get_params(model: nn.Module) -> Params:
@@ -79,12 +83,15 @@ def epoch_orders(num_samples: int, epochs: int, order_seed: int) -> torch.Tensor
 def train_trajectory(model: nn.Module, initial: Params, images: torch.Tensor, labels: torch.Tensor,
                      config: TrainConfig, keep: torch.Tensor | None = None,
                      order_seed: int | None = None, device: str = "cpu",
-                     save_checkpoints: bool = True, progress: bool = False) -> Trajectory:
+                     save_checkpoints: bool = True, progress: bool = False,
+                     loss: BatchLoss | None = None) -> Trajectory:
     r"""Eq. 2: :math:`\theta_{t+1} = \theta_t - \eta \nabla \mathcal L(\theta_t, \mathcal B_t)` for tau epochs.
 
     ``keep`` (N,) bool drops images (False) from every batch of the same schedule: exact
     unlearning. A batch left empty is skipped, the optimiser untouched. ``order_seed`` defaults
     to ``config.order_seed``; a different one gives a retrain under a fresh data order.
+    ``loss`` (a :data:`BatchLoss`, e.g. the knowledge-distillation loss of Supp. Eq. 15) replaces
+    the batch's mean cross-entropy; None (the default) is the cross-entropy.
     """
     seed = config.order_seed if order_seed is None else order_seed
     orders = epoch_orders(len(images), config.epochs, seed)
@@ -101,11 +108,12 @@ def train_trajectory(model: nn.Module, initial: Params, images: torch.Tensor, la
                 batch = batch[keep_device[batch]]
                 if len(batch) == 0:
                     continue
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            logits = model(images[batch])
+            value = F.cross_entropy(logits, labels[batch]) if loss is None else loss(logits, batch)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(batch)
+            total += float(value.detach()) * len(batch)
             seen += len(batch)
         losses.append(total / max(seen, 1))
         if save_checkpoints:
@@ -118,10 +126,11 @@ def train_trajectory(model: nn.Module, initial: Params, images: torch.Tensor, la
 
 def retrain_without(model: nn.Module, initial: Params, images: torch.Tensor, labels: torch.Tensor,
                     config: TrainConfig, removed: torch.Tensor, order_seed: int | None = None,
-                    device: str = "cpu") -> Params:
-    """Exact unlearning: retrain from theta_0 on D minus the ``removed`` (N,) bool images."""
+                    device: str = "cpu", loss: BatchLoss | None = None) -> Params:
+    """Exact unlearning: retrain from theta_0 on D minus the ``removed`` (N,) bool images
+    (``loss``: as in :func:`train_trajectory`; None, the cross-entropy)."""
     return train_trajectory(model, initial, images, labels, config, keep=~removed,
-                            order_seed=order_seed, device=device, save_checkpoints=False).final
+                            order_seed=order_seed, device=device, save_checkpoints=False, loss=loss).final
 
 
 @dataclass(frozen=True)
