@@ -22,6 +22,7 @@ CHAPTERS: dict[str, str] = {
     "07_speed": "speed",
     "08_your_own_data": "own_data",
     "09_why_ddm_fails": "ablations",
+    "10_scale": "scale",
 }
 
 
