@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from ddm import plots, removal
+from ddm.chapters import harmful_data
 from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, result_class, table, verdict_for
 from ddm.clustering import Clustering
 from ddm.experiment import Experiment
@@ -381,23 +382,10 @@ def _noise_floor(run: RunNumbers) -> float | None:
     return abs(run["acc_student"] - run["acc_noise_floor"])
 
 
-def _margin(run: RunNumbers, x: int, floor: float | None) -> float:
-    return max(floor or 0.0, SPREAD_SHARE * run.get(f"spread_random_{x}", 0.0))
-
-
 def _compare(run: RunNumbers, better: str, worse: str, floor: float | None) -> tuple[list[int], list[int], list[str]]:
-    """Shares where ranking ``better`` is clearly above / below ``worse``, and "x%: gap (threshold)"."""
-    above, below, gaps = [], [], []
-    for x in FRACTIONS:
-        if not run.has(f"acc_{better}_{x}", f"acc_{worse}_{x}"):
-            continue
-        gap, margin = run[f"acc_{better}_{x}"] - run[f"acc_{worse}_{x}"], _margin(run, x, floor)
-        gaps.append(f"{x}%: {gap if abs(gap) >= 0.05 else 0.0:+.1f} (threshold {margin:.1f})")
-        if gap > margin:
-            above.append(x)
-        elif gap < -margin:
-            below.append(x)
-    return above, below, gaps
+    """Chapter 05's rule (a gap is clear above the noise floor and half the random seeds' spread)
+    at Table 7's shares."""
+    return harmful_data._compare(run, better, worse, floor, FRACTIONS)
 
 
 def _shares(xs: list[int]) -> str:
