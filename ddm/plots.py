@@ -3,6 +3,8 @@ and data set that made it, so a reader can never mistake a quick run for the pap
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -165,6 +167,54 @@ def attribution_heatmap(matrix: np.ndarray, row_labels: list[str], col_labels: l
     ax.set_title(title, fontsize=10)
     _footer(fig, provenance)
     fig.tight_layout()
+    return fig
+
+
+def heatmap_grid(panels: Mapping[str, Sequence[np.ndarray]], scale_labels: Sequence[str],
+                 column_titles: Sequence[str], yticklabels: Sequence[str], title: str, provenance: str,
+                 shared_scale: bool = True, framed_row: int | None = None):
+    """A grid of class x cluster-within-class heat maps (``RdBu_r``, centred at zero): one row per
+    entry of ``panels`` (row name -> one matrix per column), one column per ``column_titles``;
+    each panel is titled "row name" over its column's title, the matrix rows are labelled
+    ``yticklabels`` in the first column and the clusters 1, 2, ... along x.
+
+    ``shared_scale``: one colour scale along each row (so a row compares its columns), drawn as a
+    narrow colour bar at the row's end and labelled ``scale_labels[row]``; otherwise every panel
+    has its own scale and colour bar, only the last column's labelled. ``framed_row``, when
+    given, is the matrix row framed in black in every panel (e.g. the class of the images)."""
+    from matplotlib.patches import Rectangle
+
+    L, C = np.shape(next(iter(panels.values()))[0])
+    n = len(column_titles)
+    if shared_scale:   # the colour bar gets a column of its own
+        width, height = max(2.8, 0.32 * C + 1.3), max(2.4, 0.26 * L + 1.1)
+        fig, axes = plt.subplots(len(panels), n + 1, squeeze=False,
+                                 figsize=(n * width + 1.2, len(panels) * height + 0.8),
+                                 gridspec_kw={"width_ratios": [1] * n + [0.06]})
+    else:              # every panel carries its colour bar, so is wider
+        width, height = max(3.2, 0.3 * C + 1.9), max(2.6, 0.26 * L + 1.2)
+        fig, axes = plt.subplots(len(panels), n, squeeze=False, figsize=(n * width, len(panels) * height + 0.9))
+    columns = [str(c + 1) for c in range(C)]
+    for r, ((method, matrices), scale_label) in enumerate(zip(panels.items(), scale_labels)):
+        row_limit = max(float(np.abs(m).max()) for m in matrices) or 1.0
+        for j, (matrix, column) in enumerate(zip(matrices, column_titles)):
+            ax, last = axes[r, j], j == n - 1
+            if shared_scale:
+                limit, bar = row_limit, {"cbar": last, "cbar_ax": axes[r, -1] if last else None,
+                                         "cbar_kws": {"label": scale_label} if last else {}}
+            else:
+                limit, bar = float(np.abs(matrix).max()) or 1.0, {"cbar_kws": {"label": scale_label if last else ""}}
+            sns.heatmap(matrix, ax=ax, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit, xticklabels=columns,
+                        yticklabels=list(yticklabels) if j == 0 else False, **bar)
+            if framed_row is not None:
+                ax.add_patch(Rectangle((0, framed_row), C, 1, fill=False, edgecolor="black", lw=1.6))
+            ax.set_title(f"{method}\n{column}", fontsize=9)
+            ax.set_xlabel("cluster within the class" if r == len(panels) - 1 else "")
+            ax.tick_params(labelsize=7)
+        axes[r, 0].set_ylabel("class of the cluster")
+    fig.suptitle(title, fontsize=11)
+    _footer(fig, provenance)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     return fig
 
 

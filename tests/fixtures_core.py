@@ -3,7 +3,8 @@
 Everything here is small enough to run in a fraction of a second on one core: a 2-block ConvNet
 of width 8 on 8x8 digits, a few images per class, 2 clusters per class. The builders are cached
 (``functools.lru_cache``) so several test modules share one target run; callers must not modify
-the tensors they get back (clone first).
+the tensors they get back (clone first). For the chapters' tests, :data:`CHAPTER_TINY` and the
+:func:`experiment` fixture open a tiny "quick" experiment of their own in each test module.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from ddm.training import Params, Trajectory, get_params, train_trajectory
 NUM_CLASSES = 10
 DATA_ROOT = tempfile.gettempdir()  # digits are bundled with scikit-learn: the root is never read
 
+# The overrides of the "quick" profile under which a chapter's whole run takes seconds on one core.
+CHAPTER_TINY = {"data.train_per_class": 30, "data.test_per_class": 10, "model.width": 8, "train.epochs": 3,
+                "train.lr": 0.05, "clusters.clusters_per_class": 2, "distill.steps": 6, "distill.step_length": 1,
+                "online.finetune_steps": 3, "eval.n_test_points": 8}
+
 
 @contextmanager
 def one_thread():
@@ -43,6 +49,14 @@ def single_thread():
     """Every test of a module that imports this fixture runs under :func:`one_thread`."""
     with one_thread():
         yield
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """The "quick" profile under :data:`CHAPTER_TINY`, with a store of its own per test module."""
+    from ddm.chapters import base
+
+    return base.open_experiment("quick", overrides=CHAPTER_TINY, cache_root=tmp_path_factory.mktemp("store"))
 
 
 def tiny_model(width: int = 8, seed: int = 0) -> Network:

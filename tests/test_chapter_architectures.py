@@ -16,16 +16,7 @@ from ddm.chapters.base import RunNumbers
 from ddm.models import ModelError
 from ddm.variants import PAPER_DDM, distill_variants
 
-from fixtures_core import one_thread, single_thread  # noqa: F401
-
-TINY = {"data.train_per_class": 30, "data.test_per_class": 10, "model.width": 8, "train.epochs": 3,
-        "train.lr": 0.05, "clusters.clusters_per_class": 2, "distill.steps": 6, "distill.step_length": 1,
-        "online.finetune_steps": 3, "eval.n_test_points": 8}
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    return base.open_experiment("quick", overrides=TINY, cache_root=tmp_path_factory.mktemp("store"))
+from fixtures_core import CHAPTER_TINY, experiment, one_thread, single_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +92,11 @@ def test_a_readers_network_is_set_aside_and_said(tmp_path) -> None:
     def factory(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
 
-    exp = base.open_experiment("quick", overrides=TINY, cache_root=tmp_path, model=factory)
+    exp = base.open_experiment("quick", overrides=CHAPTER_TINY, cache_root=tmp_path, model=factory)
     assert exp.custom_model is not None and "your own" in chapter.reader_network_note(exp)
     arm = chapter.experiment_for(exp, "alexnet")
     assert arm.custom_model is None and arm.config.model.arch == "alexnet"
-    assert chapter.reader_network_note(base.open_experiment("quick", overrides=TINY, cache_root=tmp_path)) == ""
+    assert chapter.reader_network_note(base.open_experiment("quick", overrides=CHAPTER_TINY, cache_root=tmp_path)) == ""
 
 
 def test_a_network_that_cannot_take_the_images_is_skipped(experiment, monkeypatch) -> None:

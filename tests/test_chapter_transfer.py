@@ -15,16 +15,7 @@ from ddm.clustering import Clustering
 from ddm.knowledge_distillation import adversary_config, kl_to_teacher
 from ddm.training import predict_logits
 
-from fixtures_core import one_thread, single_thread  # noqa: F401
-
-TINY = {"data.train_per_class": 30, "data.test_per_class": 10, "model.width": 8, "train.epochs": 3,
-        "train.lr": 0.05, "clusters.clusters_per_class": 2, "distill.steps": 6, "distill.step_length": 1,
-        "online.finetune_steps": 3, "eval.n_test_points": 8}
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    return base.open_experiment("quick", overrides=TINY, cache_root=tmp_path_factory.mktemp("store"))
+from fixtures_core import experiment, one_thread, single_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -522,39 +522,18 @@ def _heat_grid(result: Result, provenance: str):
     weights of Fig. 3's batch; each panel on its own colour scale centred at zero (the
     observations are about the pattern, and the sizes differ by network), the batch's own class
     framed."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.patches import Rectangle
-
-    from ddm.plots import _footer
+    from ddm.plots import heatmap_grid
 
     archs = list(result.heat_ddm)
-    rows = {"DDM (Alg. 1)": (result.heat_ddm, "mean predicted\nmargin drop"),
-            "exact retraining": (result.heat_exact, "mean margin drop\nwhen deleted")}
-    L, C = result.heat_ddm[archs[0]].shape
-    width, height = max(3.2, 0.3 * C + 1.9), max(2.6, 0.26 * L + 1.2)
-    fig, axes = plt.subplots(len(rows), len(archs), squeeze=False,
-                             figsize=(len(archs) * width, len(rows) * height + 0.9))
-    columns = [str(c + 1) for c in range(C)]
-    for r, (method, (heats, scale_label)) in enumerate(rows.items()):
-        for j, arch in enumerate(archs):
-            ax, heat = axes[r, j], heats[arch]
-            limit = float(np.abs(heat).max()) or 1.0
-            sns.heatmap(heat, ax=ax, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit, xticklabels=columns,
-                        yticklabels=list(result.class_names) if j == 0 else False,
-                        cbar_kws={"label": scale_label if j == len(archs) - 1 else ""})
-            ax.add_patch(Rectangle((0, result.batch_row), C, 1, fill=False, edgecolor="black", lw=1.6))
-            accuracy_pct = getattr(result, f"accuracy_{arch}")
-            ax.set_title(f"{method}\n{ARCH_LABELS[arch]} ({accuracy_pct:.0f}% test accuracy)", fontsize=9)
-            ax.set_xlabel("cluster within the class" if r == len(rows) - 1 else "")
-            ax.tick_params(labelsize=7)
-        axes[r, 0].set_ylabel("class of the cluster")
     same = "the same clusters in every panel" if result.clusters_identical else "clusters differ between networks"
-    fig.suptitle(f"Class-wise weights for up to {BATCH_SIZE} test images of label {result.batch_label} "
-                 f"(framed row: their class; {same})", fontsize=11)
-    _footer(fig, provenance)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return fig
+    return heatmap_grid(
+        {"DDM (Alg. 1)": [result.heat_ddm[a] for a in archs],
+         "exact retraining": [result.heat_exact[a] for a in archs]},
+        ["mean predicted\nmargin drop", "mean margin drop\nwhen deleted"],
+        [f"{ARCH_LABELS[a]} ({getattr(result, f'accuracy_{a}'):.0f}% test accuracy)" for a in archs],
+        list(result.class_names),
+        f"Class-wise weights for up to {BATCH_SIZE} test images of label {result.batch_label} "
+        f"(framed row: their class; {same})", provenance, shared_scale=False, framed_row=result.batch_row)
 
 
 def _spearman_bars(result: Result, provenance: str):

@@ -509,34 +509,11 @@ def _heat_grid(rows: Mapping[str, tuple[dict[str, np.ndarray], str]], class_name
                provenance: str, title: str):
     """One row of class x cluster heat maps per method, one column per initialisation; a colour
     scale shared along each row (so a row compares the initialisations), centred at zero."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    from ddm.plots import heatmap_grid
 
-    from ddm.plots import _footer
-
-    L, C = next(iter(rows.values()))[0][INITS[0]].shape
-    panel_width, panel_height = max(2.8, 0.32 * C + 1.3), max(2.4, 0.26 * L + 1.1)
-    fig, axes = plt.subplots(len(rows), len(INITS) + 1, squeeze=False,
-                             figsize=(len(INITS) * panel_width + 1.2, len(rows) * panel_height + 0.8),
-                             gridspec_kw={"width_ratios": [1] * len(INITS) + [0.06]})
-    columns = [str(c + 1) for c in range(C)]
-    for r, (method, (by_init, scale_label)) in enumerate(rows.items()):
-        limit = max(float(np.abs(by_init[init]).max()) for init in INITS) or 1.0
-        for j, init in enumerate(INITS):
-            last = j == len(INITS) - 1
-            ax = axes[r, j]
-            sns.heatmap(by_init[init], ax=ax, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit,
-                        xticklabels=columns, yticklabels=list(class_names) if j == 0 else False,
-                        cbar=last, cbar_ax=axes[r, -1] if last else None,
-                        cbar_kws={"label": scale_label} if last else {})
-            ax.set_title(f"{method}\n{ARM_LABELS[init]}", fontsize=9)
-            ax.set_xlabel("cluster within the class" if r == len(rows) - 1 else "")
-            ax.tick_params(labelsize=7)
-        axes[r, 0].set_ylabel("class of the cluster")
-    fig.suptitle(title, fontsize=11)
-    _footer(fig, provenance)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    return fig
+    return heatmap_grid({method: [by_init[init] for init in INITS] for method, (by_init, _) in rows.items()},
+                        [scale_label for _, scale_label in rows.values()], [ARM_LABELS[init] for init in INITS],
+                        class_names, title, provenance, shared_scale=True)
 
 
 def _likeness_figure(grids: Mapping[str, pd.DataFrame], provenance: str):
