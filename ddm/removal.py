@@ -77,3 +77,17 @@ def removed_shares(removed: tuple[int, ...], sizes: torch.Tensor | np.ndarray,
     gone = np.bincount(cluster_class[index], weights=sizes[index], minlength=num_classes)  # (L,)
     class_share = gone / np.maximum(per_class, 1)                                        # (L,)
     return float(sizes[index].sum() / sizes.sum()), float(class_share.max(initial=0.0))
+
+
+def removal_plan(keys, orders, random_orders, sizes: torch.Tensor | np.ndarray,
+                 fractions) -> dict[tuple[str, int | None, int], tuple[int, ...]]:
+    """The clusters each ranking removes at each share: ``(key, seed, x) -> cluster ids``, for every
+    ranking of ``keys`` (``"random"``: one entry per seed of ``random_orders``, else ``orders[key]``
+    with seed None) and every ``x`` of ``fractions`` (percent), by :func:`clusters_for_fraction`.
+    Chapters 05, 13 and 14 retrain each distinct set once."""
+    plan = []                                                     # (ranking key, seed, order)
+    for key in keys:
+        plan += ([("random", seed, order) for seed, order in random_orders.items()] if key == "random"
+                 else [(key, None, orders[key])])
+    return {(key, seed, x): clusters_for_fraction(order, sizes, x / 100)
+            for key, seed, order in plan for x in fractions}

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddm.removal import clusters_for_fraction, global_objective, harmful_first, removed_shares, validation_split
+from ddm.removal import (clusters_for_fraction, global_objective, harmful_first, removal_plan, removed_shares,
+                          validation_split)
 
 
 def test_validation_split_is_a_seeded_disjoint_partition() -> None:
@@ -65,3 +66,16 @@ def test_removed_shares_counts_images_and_the_emptiest_class() -> None:
     assert share == pytest.approx(0.6) and most == pytest.approx(5 / 6)     # 5 of class 0's 6 images
     share, most = removed_shares((1, 2, 3), sizes, cluster_class, 3)        # a class with no cluster is skipped
     assert share == pytest.approx(0.5) and most == pytest.approx(1.0)
+
+
+def test_removal_plan_lists_every_ranking_seed_and_share() -> None:
+    sizes = np.array([10, 30, 20, 40])                     # 100 images in four clusters
+    orders = {"ddm": np.array([3, 0, 1, 2]), "exact": np.array([1, 2, 0, 3])}
+    random_orders = {0: np.array([0, 1, 2, 3]), 7: np.array([2, 3, 1, 0])}
+    plan = removal_plan(["ddm", "random", "exact"], orders, random_orders, sizes, (10, 50))
+    assert plan == {
+        ("ddm", None, 10): (3,), ("ddm", None, 50): (0, 3),            # 40 >= 10; 40 + 10 >= 50
+        ("random", 0, 10): (0,), ("random", 0, 50): (0, 1, 2),         # 10; 10 + 30 + 20 = 60 >= 50
+        ("random", 7, 10): (2,), ("random", 7, 50): (2, 3),            # 20; 20 + 40
+        ("exact", None, 10): (1,), ("exact", None, 50): (1, 2),        # 30; 30 + 20 = 50
+    }

@@ -195,12 +195,7 @@ def run(exp: Experiment, random_seeds: tuple[int, ...] = RANDOM_SEEDS) -> Result
     influence_orders, influence_seconds = influence_rankings(exp, clustering, val_idx)
     orders.update(influence_orders)
     sizes = clustering.sizes()
-    plan = []                                                     # (ranking key, seed, order)
-    for key in RANKING_LABELS:
-        plan += ([("random", seed, order) for seed, order in random_orders.items()] if key == "random"
-                 else [(key, None, orders[key])])
-    removed = {(key, seed, x): removal.clusters_for_fraction(order, sizes, x / 100)
-               for key, seed, order in plan for x in FRACTIONS}
+    removed = removal.removal_plan(RANKING_LABELS, orders, random_orders, sizes, FRACTIONS)
     sets = sorted(set(removed.values()))
     logits = dict(zip(sets, exp.exact_retrain_logits(sets, clustering)))                 # set -> (N_test, L)
     y = exp.test.labels[eval_idx]

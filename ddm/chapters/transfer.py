@@ -68,8 +68,8 @@ PAPER_DATASET = "cifar10"
 NO_PAPER_COLUMN = ("The paper reports Table 7 on CIFAR-10 only and none of the runs here is on CIFAR-10, so there "
                    "is no paper column: its two rows stand in the accuracy table above, on their own scale.")
 # Verdict thresholds, named where they are used.
-SPREAD_SHARE = 0.5     # a gap between two rankings is clear above the noise floor AND this share of the
-                       # random seeds' spread (max - min) at the same fraction (chapter 05's rule)
+SPREAD_SHARE = harmful_data.SPREAD_SHARE   # chapter 05's rule: a gap is clear above the noise floor AND this
+                                           # share of the random seeds' spread (max - min) at the same fraction
 
 
 # ------------------------------------------------------------------------------------------ artifacts
@@ -275,12 +275,7 @@ def run(exp: Experiment, kd: KDConfig = KD, random_seeds: Sequence[int] = RANDOM
     synset = student_synset(exp, kd, clustering)
     orders, random_orders = rankings(exp, kd, synset, clustering, val_idx, random_seeds)
     sizes = clustering.sizes()
-    plan = []                                                     # (ranking key, seed, order)
-    for key in RANKING_LABELS:
-        plan += ([("random", seed, order) for seed, order in random_orders.items()] if key == "random"
-                 else [(key, None, orders[key])])
-    removed = {(key, seed, x): removal.clusters_for_fraction(order, sizes, x / 100)
-               for key, seed, order in plan for x in FRACTIONS}
+    removed = removal.removal_plan(RANKING_LABELS, orders, random_orders, sizes, FRACTIONS)
     sets = sorted(set(removed.values()))
     logits = dict(zip(sets, student_retrain_logits(exp, kd, sets, clustering)))     # set -> (N_test, L)
     y, x_eval = exp.test.labels[eval_idx], exp.test.images[eval_idx]
