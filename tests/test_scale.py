@@ -190,3 +190,12 @@ def test_the_dist1_trend_reads_every_size_against_random(large: float, ratio: st
 
 def test_no_dist1_trend_from_a_single_size() -> None:
     assert "Trend over every size" not in _reading(**{**_size(100, -0.1, 0.35), **_located(100, 2.0)})
+
+
+def test_the_page_names_each_protocols_sizes() -> None:
+    both = scale.ScaleConfig(full_sizes=(100,), located_sizes=(200, 500), max_epochs=12)
+    assert scale.describe(both) == ("This profile measures 100 training images per class with the full protocol and "
+                                    "200, 500 with the Dist1 protocol; targets train for at most 12 epochs.")
+    located = scale.ScaleConfig(full_sizes=(), located_sizes=(100, 200), max_epochs=12)
+    assert scale.describe(located) == ("This profile measures 100, 200 training images per class with the Dist1 "
+                                       "protocol; targets train for at most 12 epochs.")
