@@ -8,7 +8,7 @@ simple baselines any reader would try first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -74,13 +74,14 @@ def _flat_per_sample_gradients(model, params: Params, images, labels) -> torch.T
 
 
 def real_ascent_params(model: nn.Module, params: Params, train_images: torch.Tensor, train_labels: torch.Tensor,
-                       clustering: Clustering, steps: int, lr: float) -> Iterator[Params]:
-    """For each cluster in turn, the parameters after T steps of gradient *ascent* on its real
-    images: the thing the synset is meant to mimic with a single image."""
+                       clustering: Clustering, steps: int, lr: float,
+                       clusters: Iterable[int] | None = None) -> Iterator[Params]:
+    """For each cluster in turn (``clusters``; None: all K), the parameters after T steps of
+    gradient *ascent* on its real images: the thing the synset is meant to mimic with a single image."""
     from ddm.online import finetune  # local import keeps the module graph one-way for readers
 
-    for k in range(clustering.num_clusters):
-        members = clustering.members(k)
+    for k in (range(clustering.num_clusters) if clusters is None else clusters):
+        members = clustering.members(int(k))
         yield finetune(model, params, train_images[members], train_labels[members], None, steps, -lr)
 
 

@@ -11,7 +11,9 @@ one entry below (plus, for a new loader kind, its branch in :func:`ddm.data.load
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 FOLDER_PREFIX = "folder:"
 
@@ -88,3 +90,71 @@ def paper_key(name: str) -> str | None:
         return spec(name).paper_key
     except UnknownDataset:
         return None
+
+
+# ------------------------------------------------------------------------------------------ per-profile settings
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Settings a profile changes for one data set, where the profile's own do not fit it, and why.
+
+    ``overrides`` are dotted configuration fields (``"clusters.clusters_per_class"``) applied over
+    the profile's own, before the reader's overrides (see :func:`ddm.config.get_profile`)."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+# (profile, data set) -> its settings there. Absent: the profile's own (every record of MNIST and
+# the CIFAR-10 JPEG copy uses those).
+#
+# Tiny ImageNet at `cpu`: the shared subset holds 50 training / 10 validation images per class
+# (the profile asks for 200 / 100), it has 200 classes (the profile's C = 10 would be K = 2,000
+# clusters), and its 64x64 colour images cost about 8 ms of one core per image and epoch in the
+# cpu profile's ConvNet (w32, depth 3), measured on the project's 2-core machine: one epoch of
+# 10,000 images ~80 s, each distillation step of K = 200 synthetic images several seconds. The
+# settings below (one cluster per class, K = 200; 10 images per class; 4 epochs; Table 5's 50
+# "steps for synset" for Tiny ImageNet) keep chapters 02 and 04 near 40 minutes of one core;
+# chapter 04 then unlearns a seeded sample of clusters one at a time
+# (ddm.chapters.unlearning.SAMPLES).
+PROFILE_SETTINGS: dict[tuple[str, str], ProfileSettings] = {
+    ("cpu", "tiny-imagenet"): ProfileSettings(
+        overrides={"data.train_per_class": 10, "data.test_per_class": 10, "clusters.clusters_per_class": 1,
+                   "train.epochs": 4, "distill.steps": 50, "distill.step_length": 2},
+        reason="its 200 classes of 64x64 colour images cost far more per cluster than MNIST's: the profile's "
+               "10 clusters per class (K = 2,000), 200 training images per class (the shared subset holds 50), "
+               "8 epochs and 300 distillation steps would take days of a CPU core, while one cluster per class "
+               "(K = 200), 10 training and 10 test images per class, 4 epochs and the 50 distillation steps of "
+               "the paper's Table 5 for Tiny ImageNet keep chapters 02 and 04 near 40 minutes"),
+}
+
+
+def profile_settings(profile: str, name: str) -> ProfileSettings | None:
+    """The settings ``profile`` changes for data set ``name`` (None: the profile's own)."""
+    return PROFILE_SETTINGS.get((profile, name))
+
+
+def _dotted(config: Mapping[str, Any], key: str) -> Any:
+    section, name = key.split(".", 1)
+    return config.get(section, {}).get(name)
+
+
+def settings_line(profile: str, name: str, config: Mapping[str, Any]) -> str:
+    """One line for a chapter's page: the clusters (K), sizes, epochs and distillation steps of a run
+    (``config``: its :meth:`~ddm.config.ExperimentConfig.to_dict`), and, where the profile has
+    settings of its own for this data set and the run uses them, which and why."""
+    classes = spec(name).num_classes if name in REGISTRY else None
+    per_class = _dotted(config, "clusters.clusters_per_class")
+    k = f"K = {classes} x {per_class} = {classes * per_class}" if classes else f"{per_class} clusters per class"
+    sizes = [("data.train_per_class", "training"), ("data.test_per_class", "test")]
+    shown = ", ".join(f"{'all' if _dotted(config, key) is None else _dotted(config, key)} {what}" for key, what in sizes)
+    text = (f"Settings: {k}; {shown} images per class; {_dotted(config, 'train.epochs')} epochs; "
+            f"{_dotted(config, 'distill.steps')} distillation steps of step length {_dotted(config, 'distill.step_length')}.")
+    settings = profile_settings(profile, name)
+    if settings is not None:
+        used = all(_dotted(config, key) == value for key, value in settings.overrides.items())
+        if used:
+            text += f" The `{profile}` profile sets these for {label(name)} because {settings.reason}."
+        else:
+            text += (f" (The `{profile}` profile's own settings for {label(name)} are not all in effect in this run: "
+                     + ", ".join(f"{key}={value!r}" for key, value in settings.overrides.items()) + ".)")
+    return text

@@ -174,10 +174,15 @@ def open_experiment(profile: str = "quick", data_root: str | Path | None = None,
     (``dataset``: a registry name or ``folder:PATH``), another network (``model``: an
     architecture name, or one of your own as ``"package.module:factory"``, an ``nn.Module`` or a
     factory; see :meth:`ddm.experiment.Experiment.create`), any dotted ``overrides``
-    (``{"train.epochs": 5}``)."""
+    (``{"train.epochs": 5}``). Where the profile has settings of its own for the data set
+    (:data:`ddm.datasets.PROFILE_SETTINGS`, e.g. Tiny ImageNet at ``cpu``) they apply first, and
+    ``overrides`` over them."""
     overrides = dict(overrides or {})
     if dataset:
         overrides["data.name"] = dataset
+    name = overrides.get("data.name") or get_profile(profile).data.name
+    settings = datasets.profile_settings(profile, name)
+    overrides = {**(settings.overrides if settings else {}), **overrides}
     config: ExperimentConfig = get_profile(profile, **overrides)
     return Experiment.create(config, data_root=data_root, cache_root=cache_root, progress=progress, model=model)
 

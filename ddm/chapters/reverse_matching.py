@@ -38,6 +38,7 @@ LR_IMG_SEC41 = 10.0          # Sec. 4.1's learning rate of the images (Table 5 a
 FINAL_STEPS = 10             # the "final" matching loss is the mean over the last this many steps
 SECOND_VARIANTS = (variants.DDM_MATCH, variants.PAPER_DDM)   # the two synsets Fig. 4 sets side by side
 REAL_START = "real starting images (reference)"
+FIGURE_COLUMNS = 12          # clusters drawn in the synset figures (ddm.plots.image_rows' max_images)
 LR_IMG_LABEL = f"DDM, Alg. 1, image learning rate {LR_IMG_SEC41:g} (Sec. 4.1)"
 
 # Verdict thresholds, named where they are used.
@@ -105,6 +106,7 @@ class Result(ChapterResult):
     second_synsets: dict[str, Synset] | None = detail(None)
     second_rows: dict[str, torch.Tensor] | None = detail(None)
     second_source: str = detail("")
+    settings: str = detail("")                      # one line: the run's K and settings, and why (Tiny ImageNet)
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -183,6 +185,32 @@ def _classifier(synset: Synset) -> float | None:
 def _final_loss(synset: Synset) -> float | None:
     history = synset.loss_history[-FINAL_STEPS:]
     return float(np.mean(history)) if history else None
+
+
+def paper_figure(dataset: str | None) -> str:
+    """The paper's figure that shows synsets of ``dataset`` (a registry name or a label): Fig. 5 for
+    Tiny ImageNet (Supp. Fig. 5), Fig. 4 otherwise (MNIST and CIFAR-100, and the nearest one for
+    the data sets the paper does not show)."""
+    if dataset and (datasets.paper_key(dataset) == "tiny-imagenet" or dataset == datasets.label("tiny-imagenet")):
+        return "Fig. 5"
+    return "Fig. 4"
+
+
+CIFAR100_LINE = ("CIFAR-100, the paper's other data set of Fig. 4, is not available offline: its synsets are made at "
+                 "the `paper` profile only (`dataset=\"cifar100\"`, with torchvision's files under the data root).")
+
+
+def figure_note(result: "Result") -> str:
+    """One line under the synsets: which of the paper's figures they are, and at which K and
+    settings (read from the run's own configuration, so the line never disagrees with it)."""
+    first = next(iter(result.synsets.values()))
+    k, images = len(set(first.cluster.tolist())), len(first.images)
+    figure = paper_figure(result.dataset)
+    text = (f"The synsets above are our counterpart of the paper's {figure}, on {datasets.label(result.dataset)}: "
+            f"{images} synthetic image(s) for K = {k} clusters, of which the first {min(k, FIGURE_COLUMNS)} are drawn")
+    if figure == "Fig. 5":
+        text += " (the paper's Fig. 5 comes from a full-size run with 10 images, one per cluster, per class)"
+    return text + f". {result.settings}"
 
 
 def choose_second_dataset(profile: str, first: str, second_dataset: str | None = "auto",
@@ -285,6 +313,7 @@ def run(exp: Experiment, second_dataset: str | None = "auto", reader_dataset: st
         layer_cosines=_layer_table(labelled), privacy=privacy, second_privacy=second_privacy,
         synsets=synsets, lr_img_10=lr10, rows=_rows(exp, synsets), source=provenance(exp), second_note=note,
         second_synsets=second_synsets, second_rows=second_rows, second_source=second_source,
+        settings=datasets.settings_line(exp.config.profile, exp.config.data.name, exp.config.to_dict()),
     )
 
 
@@ -301,18 +330,23 @@ def _clusters(synsets: dict[str, Synset]) -> list[str]:
 
 
 def synset_figure(result: Result):
-    """Fig. 4 of this run: the real starting image of each cluster, then each synset's image."""
-    return plots.image_rows(result.rows, result.source,
-                            "One synthetic image per cluster: its real starting image, then each synset",
+    """Fig. 4 of this run (Fig. 5 on Tiny ImageNet): the real starting image of each cluster, then
+    each synset's image."""
+    title = "One synthetic image per cluster: its real starting image, then each synset"
+    if paper_figure(result.dataset) == "Fig. 5":
+        title = f"The paper's Fig. 5, {datasets.label(result.dataset)}. {title}"
+    return plots.image_rows(result.rows, result.source, title, max_images=FIGURE_COLUMNS,
                             column_labels=_clusters(result.synsets))
 
 
 def second_figure(result: Result):
-    """Fig. 4 on the second data set (None when there is none)."""
+    """Fig. 4 on the second data set (Fig. 5 when that is Tiny ImageNet; None when there is none)."""
     if result.second_rows is None or result.second_synsets is None:
         return None
-    return plots.image_rows(result.second_rows, result.second_source,
-                            f"{result.second_dataset_name}: real starting image, then DDM-match and DDM",
+    title = f"{result.second_dataset_name}: real starting image, then DDM-match and DDM"
+    if paper_figure(result.second_dataset_name) == "Fig. 5":
+        title = f"The paper's Fig. 5, {title}"
+    return plots.image_rows(result.second_rows, result.second_source, title, max_images=FIGURE_COLUMNS,
                             column_labels=_clusters(result.second_synsets))
 
 
@@ -350,8 +384,8 @@ def _memorisation(run: RunNumbers, prefix: str, names: dict[str, str]) -> list[s
     return lines
 
 
-def _privacy_line(ddm: float, match: float, where: str = "") -> str:
-    head = f"* **Privacy (Fig. 4){where}.** Mean cosine to the nearest real image: DDM {ddm:.3f}, DDM-match {match:.3f} "
+def _privacy_line(ddm: float, match: float, where: str = "", figure: str = "Fig. 4") -> str:
+    head = f"* **Privacy ({figure}){where}.** Mean cosine to the nearest real image: DDM {ddm:.3f}, DDM-match {match:.3f} "
     head += f"(a side is called when they differ by more than {PRIVACY_MARGIN:g}): "
     if ddm < match - PRIVACY_MARGIN:
         return head + "reverse-matched images are farther from every real image; the paper's claim holds here."
@@ -388,7 +422,8 @@ def _reading(run: RunNumbers) -> list[str]:
                      f"per cluster against {alg1:.3g}: {said} in the same number of steps (\"clearly\" means below "
                      f"{LOSS_RATIO_CLEAR:g} times the other).")
     if run.has("nearest_real_ddm", "nearest_real_match"):
-        lines.append(_privacy_line(run["nearest_real_ddm"], run["nearest_real_match"]))
+        lines.append(_privacy_line(run["nearest_real_ddm"], run["nearest_real_match"],
+                                   figure=paper_figure(run.dataset)))
     names = {"ddm": "DDM (Alg. 1)", "eq6": "DDM (Eq. 6)", "match": "DDM-match", "soft": "DDM + soft labels (ours)"}
     found = _memorisation(run, "", names)
     if found:
@@ -399,7 +434,8 @@ def _reading(run: RunNumbers) -> list[str]:
         lines.extend(found)
     if run.has("second_nearest_real_ddm", "second_nearest_real_match"):
         where = f", {run['second_dataset_name']}" if run["second_dataset_name"] else ", second data set"
-        lines.append(_privacy_line(run["second_nearest_real_ddm"], run["second_nearest_real_match"], where))
+        lines.append(_privacy_line(run["second_nearest_real_ddm"], run["second_nearest_real_match"], where,
+                                   paper_figure(run["second_dataset_name"])))
         found = _memorisation(run, "second_", {"ddm": "DDM (Alg. 1)", "match": "DDM-match"})
         if found:
             lines.append(f"* **Memorisation{where}** (the same thresholds):")

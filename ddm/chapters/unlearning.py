@@ -19,13 +19,14 @@ Three measurements, all against what exact retraining would give:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ddm import baselines, paper, variants
+from ddm import baselines, book, datasets, paper, variants
 from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, table, verdict_for
 from ddm.clustering import Clustering
 from ddm.evaluation import lds_masks, tenth_rate
@@ -45,10 +46,65 @@ DISTANCE_SCALE = 100.0
 
 # Verdict thresholds, named where they are used.
 ERASES_DROP = 20.0          # accuracy drop (points) from the target above which a synset "erases" what was learnt
+ERASES_SHARE = 0.7          # ... or this share of what training added (target minus theta_0), when that is smaller:
+                            # a target that gained less than ERASES_DROP / ERASES_SHARE points (Tiny ImageNet on a
+                            # CPU) could never drop ERASES_DROP points
 PAST_THETA0 = 2.0           # points below theta_0's accuracy at which fine-tuning has gone "past" the untrained net
 END_GAP_MARGIN = 5.0        # points by which one synset must land nearer its far end to "match better"
 CLOSER_MAJORITY = 50.0      # % of clusters above which a method is "closer than doing nothing for most clusters"
 NOT_SPECIFIC_RATIO = 1.1    # another cluster's synset within this factor of the right one's distance: not specific
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How much of Fig. 7 and Supp. Eq. 12-13 a run measures where every cluster is more than a
+    profile affords: a seeded sample of ``clusters`` clusters, each unlearned on its own (with its
+    exact retrain and its noise-floor retrain), and the first ``subsets`` of chapter 03's random
+    subsets. Table 4 is always measured in full (it needs no exact retrain)."""
+
+    clusters: int
+    subsets: int
+    reason: str                 # one sentence the page prints: why not every cluster
+
+
+# (profile, data set) -> the sample measured there; absent: every cluster and every subset (like
+# ddm.scale.DATASET_SCALES). Tiny ImageNet has 200 classes, so even one cluster per class is
+# K = 200 clusters; at the cpu profile's settings for it (ddm.datasets.PROFILE_SETTINGS) an exact
+# retrain costs about a minute of one core, and 2K + 20 of them would be seven hours.
+SAMPLES: dict[tuple[str, str], Sample] = {
+    ("cpu", "tiny-imagenet"): Sample(
+        clusters=5, subsets=2,
+        reason="with 200 classes even one cluster per class is K = 200, and an exact retrain per cluster, twice "
+               "(the noise floor), would take about seven hours of a CPU core"),
+}
+
+
+def sample_for(profile: str, dataset: str) -> Sample | None:
+    """The sample a run at ``profile`` on ``dataset`` measures (None: everything)."""
+    return SAMPLES.get((profile, dataset))
+
+
+def sampled_clusters(num_clusters: int, count: int | None, seed: int) -> torch.Tensor:
+    """The clusters Fig. 7 unlearns one at a time: every one (``count`` None or at least K), or
+    ``count`` of them drawn without replacement under ``seed``, sorted. (n,) int64."""
+    if count is None or count >= num_clusters:
+        return torch.arange(num_clusters)
+    if count < 2:
+        raise ValueError(f"a sample of {count} cluster(s) leaves Fig. 7's random-other-cluster reference nothing to "
+                         "pair with; sample at least 2")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_clusters, generator=generator)[:count].sort().values
+
+
+def sample_note(exp: Experiment, sample: Sample | None, num_clusters: int) -> str:
+    """One line for the page: which clusters and subsets this run measured, and why."""
+    if sample is None or sample.clusters >= num_clusters:
+        return ""
+    return (f"Fig. 7 and the error against clusters deleted are measured on a seeded sample of {sample.clusters} of "
+            f"the K = {num_clusters} clusters (each unlearned on its own) and on {sample.subsets} random subsets, "
+            f"because {sample.reason}; Table 4 uses the whole synset. "
+            f"(Profile `{exp.config.profile}`, {datasets.label(exp.config.data.name)}.)")
+
 
 # The per-cluster methods of Fig. 7, by key; the figure and tables show the labels.
 UNCHANGED, DDM, DDM_SLOW, SOFT, RANDOM_OTHER, ASCENT, NOISE = (
@@ -118,6 +174,9 @@ class Result(ChapterResult):
     by_deleted: pd.DataFrame = table("distance to exact unlearning by number of clusters deleted")
     per_cluster: pd.DataFrame = detail()   # long: cluster, method (label), distance to exact (x100)
     deleted: pd.DataFrame = detail()       # long: deleted clusters, group, model, distance to exact (x100)
+    measured_clusters: int = detail(0)     # clusters unlearned one at a time in Fig. 7 (K, or a sample)
+    sample_note: str = detail("")          # one line: the sample measured and why ("" when every cluster)
+    settings: str = detail("")             # one line: the run's K and settings (and why, on Tiny ImageNet)
 
 
 # ------------------------------------------------------------------------------------------ Table 4
@@ -170,28 +229,32 @@ def _distance(a_logits: torch.Tensor, b_logits: torch.Tensor) -> torch.Tensor:
 
 
 def per_cluster_distances(exp: Experiment, synsets: dict[str, Synset], clustering: Clustering,
-                          exact: torch.Tensor, ddm_loo: torch.Tensor) -> dict[str, np.ndarray]:
-    """Fig. 7 with its references: per method key, the (K,) output distance x100 (whole test split) to
-    the exact retrain without each cluster. ``exact`` (K, N, L) and ``ddm_loo`` (K, N, L) are the
-    leave-one-out exact retrains and DDM fine-tunes, computed once by :func:`run`.
+                          exact: torch.Tensor, ddm_loo: torch.Tensor,
+                          clusters: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Fig. 7 with its references: per method key, the (n,) output distance x100 (whole test split) to
+    the exact retrain without each cluster of ``clusters`` (None: all K, n = K; see
+    :func:`sampled_clusters`). ``exact`` (n, N, L) and ``ddm_loo`` (n, N, L) are the leave-one-out
+    exact retrains and DDM fine-tunes of those clusters, computed once by :func:`run`.
 
     - unchanged: the target itself (doing nothing);
     - DDM at the profile's fine-tune rate (the paper's: the training rate) and at a tenth of it;
     - our soft-label synset;
     - random choice: cluster k scored with the fine-tune on another cluster's synset (a seeded
-      cyclic shift, so every cluster is paired with a different one);
+      cyclic shift among the measured clusters, so every cluster is paired with a different one);
     - gradient ascent on k's real images, T steps at the fine-tune rate;
     - the noise floor: the exact retrain without k under another data order (if one is configured)."""
     K = clustering.num_clusters
-    masks = leave_one_out_masks(K)
+    clusters = torch.arange(K) if clusters is None else clusters
+    n = len(clusters)
+    masks = leave_one_out_masks(K)[clusters]
     online = exp.config.online
     test = exp.test.images
     generator = torch.Generator().manual_seed(exp.config.eval.seed)
-    shift = torch.randint(1, K, (1,), generator=generator).item() if K > 1 else 0
-    other = (torch.arange(K) + shift) % K
+    shift = torch.randint(1, n, (1,), generator=generator).item() if n > 1 else 0
+    other = (torch.arange(n) + shift) % n
     model = exp.new_model()
-    ascents = baselines.real_ascent_params(model, exp.target().final, exp.train.images, exp.train.labels,
-                                           clustering, online.finetune_steps, online.finetune_lr)
+    ascents = list(baselines.real_ascent_params(model, exp.target().final, exp.train.images, exp.train.labels,
+                                                clustering, online.finetune_steps, online.finetune_lr, clusters))
     logits = {
         UNCHANGED: exp.target_logits(test)[None].expand_as(exact),
         DDM: ddm_loo,
@@ -202,7 +265,7 @@ def per_cluster_distances(exp: Experiment, synsets: dict[str, Synset], clusterin
     }
     seeds = exp.config.eval.noise_seeds
     if seeds:
-        logits[NOISE] = exp.exact_retrain_logits([(k,) for k in range(K)], clustering, order_seed=seeds[0])
+        logits[NOISE] = exp.exact_retrain_logits([(int(k),) for k in clusters], clustering, order_seed=seeds[0])
     return {key: _distance(value, exact).numpy() for key, value in logits.items()}
 
 
@@ -219,18 +282,19 @@ def closer_than_doing_nothing(distances: dict[str, np.ndarray]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ Eq. 12-13
 def deleted_rows(exp: Experiment, synset: Synset, clustering: Clustering, exact: torch.Tensor,
-                 ddm_loo: torch.Tensor, all_deleted: torch.Tensor) -> pd.DataFrame:
+                 ddm_loo: torch.Tensor, all_deleted: torch.Tensor, subsets: int | None = None) -> pd.DataFrame:
     """Supp. Eq. 12-13 measured: distance to the exact retrain for one deleted cluster (the
     leave-one-out results of Fig. 7, reused), random subsets (the LDS masks) and all clusters
     (exact answer: theta_0; ``all_deleted`` holds DDM's whole-synset fine-tune's test logits).
     The subsets are :func:`ddm.evaluation.lds_masks`, the ones chapter 03 retrains exactly for its
-    LDS, so the retrains are shared through the cache.
+    LDS, so the retrains are shared through the cache; ``subsets`` keeps the first that many (None:
+    all). ``exact`` and ``ddm_loo`` hold the measured leave-one-out clusters (all K, or a sample).
     Long format: deleted clusters, group, model, distance to exact (x100)."""
     K = clustering.num_clusters
     target = exp.target_logits(exp.test.images)
-    subsets = lds_masks(exp, K)
+    subsets = lds_masks(exp, K)[:subsets]
     groups = [
-        (ONE, [1] * K, exact, ddm_loo),
+        (ONE, [1] * len(exact), exact, ddm_loo),
         (SUBSETS, [int((~m).sum()) for m in subsets], exp.exact_retrain_logits(removal_sets(subsets), clustering),
          exp.perturbed_outputs(synset, subsets, exp.test.images)),
         (ALL, [K], predict_logits(exp.new_model(), exp.initial_params(), exp.test.images)[None], all_deleted[None]),
@@ -256,8 +320,14 @@ def _by_deleted_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ run
-def run(exp: Experiment) -> Result:
-    """Table 4 (both protocols for DDM-match), Fig. 7 and the error against clusters deleted."""
+def run(exp: Experiment, sample: Sample | None | str = "auto") -> Result:
+    """Table 4 (both protocols for DDM-match), Fig. 7 and the error against clusters deleted.
+
+    ``sample``: how many clusters and subsets Fig. 7 and Supp. Eq. 12-13 measure; ``"auto"``: the
+    profile's choice for the data set (:data:`SAMPLES`; every cluster where it names none), None:
+    every cluster and subset."""
+    if sample == "auto":
+        sample = sample_for(exp.config.profile, exp.config.data.name)
     synsets = variants.distill_variants(exp, (variants.PAPER_DDM, variants.DDM_MATCH, variants.DDM_SOFT))
     clustering = exp.clusters()
     model = exp.new_model()
@@ -282,14 +352,17 @@ def run(exp: Experiment) -> Result:
             "match_start": float(curve.loc[0, "test accuracy (%)"]), "match_trained": acc(trained)}
 
     # The leave-one-out exact retrains and DDM fine-tunes, once, for Fig. 7 and Eq. 12-13.
+    # (n = K, or the sample's size where the profile cannot afford every cluster.)
     K = clustering.num_clusters
-    exact = exp.exact_retrain_logits([(k,) for k in range(K)], clustering)                       # (K, N, L)
-    ddm_loo = exp.perturbed_outputs(synsets[variants.PAPER_DDM], leave_one_out_masks(K), test_x)  # (K, N, L)
-    distances = per_cluster_distances(exp, synsets, clustering, exact, ddm_loo)
+    chosen = sampled_clusters(K, sample.clusters if sample else None, exp.config.eval.seed)
+    exact = exp.exact_retrain_logits([(int(k),) for k in chosen], clustering)                            # (n, N, L)
+    ddm_loo = exp.perturbed_outputs(synsets[variants.PAPER_DDM], leave_one_out_masks(K)[chosen], test_x)  # (n, N, L)
+    distances = per_cluster_distances(exp, synsets, clustering, exact, ddm_loo, chosen)
     per_method = closer_than_doing_nothing(distances)
-    per_cluster = pd.DataFrame([{"cluster": k, "method": METHOD_LABELS[key], "distance to exact": float(v)}
-                                for key, d in distances.items() for k, v in enumerate(d)])
-    deleted = deleted_rows(exp, synsets[variants.PAPER_DDM], clustering, exact, ddm_loo, ddm_all_logits)
+    per_cluster = pd.DataFrame([{"cluster": int(chosen[i]), "method": METHOD_LABELS[key], "distance to exact": float(v)}
+                                for key, d in distances.items() for i, v in enumerate(d)])
+    deleted = deleted_rows(exp, synsets[variants.PAPER_DDM], clustering, exact, ddm_loo, ddm_all_logits,
+                           sample.subsets if sample else None)
     by_deleted = _by_deleted_table(deleted)
 
     def mean(key: str) -> float | None:
@@ -320,6 +393,8 @@ def run(exp: Experiment) -> Result:
         distance_all_ddm=group_mean(ALL, FINETUNED), distance_all_unchanged=group_mean(ALL, UNTOUCHED),
         accuracies=_accuracy_table(accs, steps, online.finetune_steps), synset_training=curve,
         per_method=shown, by_deleted=by_deleted, per_cluster=per_cluster, deleted=deleted,
+        measured_clusters=len(chosen), sample_note=sample_note(exp, sample, K),
+        settings=datasets.settings_line(exp.config.profile, exp.config.data.name, exp.config.to_dict()),
     )
 
 
@@ -335,6 +410,37 @@ def paper_values(dataset: str) -> dict:
             "acc_match_start": t4["DDM-match"][0], "acc_match_trained": t4["DDM-match"][1]}
 
 
+# Table 4's routes: the paper's row name -> our headline fields at its (theta_0, theta_tau) ends.
+TABLE4_ROUTES = {"Normal": ("acc_theta0", "acc_target"),
+                 "DDM-match": ("acc_match_start", "acc_match_trained"),
+                 "DDM": ("acc_ddm_finetune", "acc_target")}
+NOT_OFFLINE = {"cifar100": "not run: CIFAR-100 is not available offline, so its rows run at the `paper` profile only"}
+
+
+def table4(result: ChapterResult, recorded: Sequence[RunNumbers] = ()) -> pd.DataFrame:
+    """The paper's Table 4 as printed (data set, route; Acc(theta_0), Acc(theta_tau)) with our
+    numbers beside each of its rows: this run's where it is on that data set, else the first
+    recorded run's, else blank with the reason (:data:`NOT_OFFLINE`, or "no run"). Chance (100 / L)
+    is the random reference of both columns."""
+    runs = [result.numbers(), *recorded]
+    rows = []
+    for key, block in paper.TABLE4.items():
+        ours = next((r for r in runs if datasets.paper_key(r.dataset) == key), None)
+        where = (f"{'recorded' if ours.recorded else 'this run'} ({ours.profile}, {datasets.label(ours.dataset)})"
+                 if ours else NOT_OFFLINE.get(key, "no run on this data set"))
+        classes = datasets.spec(key).num_classes
+        for route, (start, end) in TABLE4_ROUTES.items():
+            paper0, paper_tau = block[route]
+            rows.append({"data set": datasets.label(key), "route": route,
+                         "paper: Acc(theta_0) (%)": book.as_printed(paper0),
+                         "ours: Acc(theta_0) (%)": book.format_number(ours[start] if ours else None, 3),
+                         "paper: Acc(theta_tau) (%)": book.as_printed(paper_tau),
+                         "ours: Acc(theta_tau) (%)": book.format_number(ours[end] if ours else None, 3),
+                         "chance (%)": book.format_number(100 / classes, 2),
+                         "ours from": where})
+    return pd.DataFrame(rows).set_index(["data set", "route"])
+
+
 # ------------------------------------------------------------------------------------------ verdict
 def _pct(value: float) -> str:
     return f"{value:.1f}%"
@@ -346,6 +452,21 @@ def _points_below(drop: float) -> str:
 
 
 _MNIST = paper.TABLE4["mnist"]
+
+
+def erasing_threshold(acc_theta0: float, acc_target: float) -> float:
+    """The accuracy drop (points below the target) above which a synset is said to erase what the
+    target learnt: :data:`ERASES_DROP`, or :data:`ERASES_SHARE` of what training added when that is
+    smaller (a target that learnt less than ``ERASES_DROP`` points can never drop that many)."""
+    return min(ERASES_DROP, ERASES_SHARE * max(acc_target - acc_theta0, 0.0))
+
+
+def _paper_row(dataset: str) -> tuple[str, dict]:
+    """The paper's Table 4 block the verdict quotes: the run's data set's, else MNIST's."""
+    key = datasets.paper_key(dataset)
+    if key in paper.TABLE4 and key != "mnist":
+        return datasets.label(key), paper.TABLE4[key]
+    return "MNIST", _MNIST
 
 
 def _control_reading(ddm_erases: bool, control_erases: bool, extra_drop: float) -> str:
@@ -377,10 +498,14 @@ def _reading(run: RunNumbers) -> list[str]:
     if run.has("acc_target", "acc_ddm_finetune", "acc_theta0"):
         acc0, acct, ddm = run["acc_theta0"], run["acc_target"], run["acc_ddm_finetune"]
         drop = acct - ddm
+        erases = erasing_threshold(acc0, acct)
+        called = (f"{ERASES_DROP:g}" if erases == ERASES_DROP else
+                  f"{erases:.1f}, {ERASES_SHARE:.0%} of the {acct - acc0:.1f} points training added, since that is "
+                  f"less than {ERASES_DROP:g}")
         text = (f"* **Unlearning everything (Table 4).** Fine-tuning the {_pct(acct)} target on DDM's whole synset "
                 f"leaves {_pct(ddm)} test accuracy, a drop of {drop:.1f} points (called erasing above "
-                f"{ERASES_DROP:g}); exact unlearning of everything is theta_0 at {_pct(acc0)}. ")
-        if drop > ERASES_DROP:
+                f"{called}); exact unlearning of everything is theta_0 at {_pct(acc0)}. ")
+        if drop > erases:
             text += "The synset does erase what the network learnt, as the paper reports"
             text += (f", and goes past theta_0's accuracy (more than {PAST_THETA0:g} points below it), like the "
                      f"paper's 0.6% on MNIST." if ddm < acc0 - PAST_THETA0 else ".")
@@ -392,20 +517,21 @@ def _reading(run: RunNumbers) -> list[str]:
         if run.has("acc_soft_finetune"):
             soft_drop = acct - run["acc_soft_finetune"]
             extras.append(f"our soft-label synset leaves {_pct(run['acc_soft_finetune'])}, "
-                          f"{_points_below(soft_drop)} ({'erasing' if soft_drop > ERASES_DROP else 'not erasing'})")
+                          f"{_points_below(soft_drop)} ({'erasing' if soft_drop > erases else 'not erasing'})")
         if run.has("acc_match_finetune"):
             match_drop = acct - run["acc_match_finetune"]
             extras.append(f"the plain gradient-matching synset, fine-tuned the same way (our previous protocol, a "
                           f"control), leaves {_pct(run['acc_match_finetune'])}, {_points_below(match_drop)}: "
-                          + _control_reading(drop > ERASES_DROP, match_drop > ERASES_DROP, drop - match_drop))
+                          + _control_reading(drop > erases, match_drop > erases, drop - match_drop))
         if extras:
             lines.append("  For comparison, " + "; ".join(extras))
     if run.has("acc_match_trained", "acc_target", "acc_match_start"):
         trained, acct = run["acc_match_trained"], run["acc_target"]
+        name, row = _paper_row(run.dataset)
         text = (f"* **DDM-match, the paper's way.** theta_0 trained on the GM synset goes from "
                 f"{_pct(run['acc_match_start'])} to {_pct(trained)}, against the target's {_pct(acct)} "
-                f"(the paper, MNIST: {_pct(_MNIST['DDM-match'][0])} to {_pct(_MNIST['DDM-match'][1])} against "
-                f"{_pct(_MNIST['Normal'][1])}).")
+                f"(the paper, {name}: {_pct(row['DDM-match'][0])} to {_pct(row['DDM-match'][1])} against "
+                f"{_pct(row['Normal'][1])}).")
         if run.has("acc_ddm_finetune", "acc_theta0"):
             match_gap = abs(acct - trained)
             ddm_gap = abs(run["acc_ddm_finetune"] - run["acc_theta0"])
