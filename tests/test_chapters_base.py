@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ddm import datasets
 from ddm.chapters import CHAPTERS, base, module_for
 from ddm.config import get_profile
 from ddm.results import record_results
@@ -108,3 +109,17 @@ def test_unknown_chapter_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown chapter"):
         module_for("99_nothing")
     assert module_for("03_online_attribution.cifar10-jpeg").CHAPTER == "03_online_attribution"
+
+
+def test_a_chapters_own_profile_settings_apply_under_the_readers_and_are_named(tmp_path: Path) -> None:
+    own = {"quick": datasets.ProfileSettings(overrides={"clusters.clusters_per_class": 2, "train.epochs": 3},
+                                             reason="its protocol costs too much")}
+    exp = base.open_experiment("quick", cache_root=tmp_path, overrides={"train.epochs": 4}, chapter_settings=own)
+    assert exp.config.clusters.clusters_per_class == 2 and exp.config.train.epochs == 4   # the reader's wins
+    assert "not all in effect" in base.chapter_settings_note(own, exp)
+    exp = base.open_experiment("quick", cache_root=tmp_path, chapter_settings=own)
+    note = base.chapter_settings_note(own, exp)
+    assert "`clusters.clusters_per_class = 2`" in note and note.endswith("because its protocol costs too much.")
+    plain = base.open_experiment("quick", cache_root=tmp_path)
+    assert plain.config == get_profile("quick") and base.chapter_settings_note({}, plain) == ""
+    assert "not all in effect" in base.chapter_settings_note(own, plain)   # a run without them says so

@@ -28,7 +28,8 @@ import torch
 
 from ddm import datasets, evaluation, paper
 from ddm.chapters.attribution import BATCH_LABEL, BATCH_SIZE
-from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, result_class, table, verdict_for
+from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, result_class, table,
+                               verdict_for)
 from ddm.clustering import Clustering
 from ddm.config import ExperimentConfig
 from ddm.evaluation import MethodScores
@@ -64,6 +65,18 @@ METHOD_NAMES = {"ddm": "DDM (Alg. 1, the paper's method)", "random": "random cho
                 "noise": "noise floor (exact retraining, another data order)"}
 # Whose class-wise weights the batch heat maps show.
 COMPARED = {"ddm": "DDM's weights", "exact": "exact retraining's weights"}
+
+# profile -> this chapter's own settings there (applied by ddm.chapters.base.open_experiment and
+# named on the page). Four networks with K leave-one-out retrains each, and a noise floor of K + 1
+# for three of them, make 7K + 3 exact retrains, a ResNet18_AP retrain costing about four of the
+# ConvNet's: at the cpu profile's K = 100 several hours of a 2-core CPU per data set. Two clusters
+# per class (K = 20) make 143.
+PROFILE_SETTINGS = {
+    "cpu": fewer_clusters(2, "four networks, each with its own exact leave-one-cluster-out retraining and three "
+                             "of them with a noise floor, cost 7K + 3 exact retrains (a ResNet18_AP retrain about "
+                             "four of the ConvNet's): 703 at the profile's K = 100, several hours of a 2-core CPU "
+                             "per data set, against 143 at K = 20"),
+}
 
 # Verdict thresholds, named where they are used.
 OWN_CLASS_FIRST = 1        # Fig. 3's first claim holds for a network when the batch's class ranks this high

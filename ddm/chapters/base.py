@@ -169,22 +169,45 @@ def verdict_for(reading: Callable[[RunNumbers], list[str]], result: ChapterResul
 # ------------------------------------------------------------------------------------------ setup
 def open_experiment(profile: str = "quick", data_root: str | Path | None = None, dataset: str | None = None,
                     overrides: Mapping[str, Any] | None = None, cache_root: str | Path | None = None,
-                    progress: bool = False, model: Any = None) -> Experiment:
+                    progress: bool = False, model: Any = None,
+                    chapter_settings: Mapping[str, datasets.ProfileSettings] | None = None) -> Experiment:
     """The experiment a chapter runs: the profile's configuration, another data set if asked
     (``dataset``: a registry name or ``folder:PATH``), another network (``model``: an
     architecture name, or one of your own as ``"package.module:factory"``, an ``nn.Module`` or a
     factory; see :meth:`ddm.experiment.Experiment.create`), any dotted ``overrides``
     (``{"train.epochs": 5}``). Where the profile has settings of its own for the data set
-    (:data:`ddm.datasets.PROFILE_SETTINGS`, e.g. Tiny ImageNet at ``cpu``) they apply first, and
-    ``overrides`` over them."""
+    (:data:`ddm.datasets.PROFILE_SETTINGS`, e.g. Tiny ImageNet at ``cpu``) they apply first, then
+    the chapter's own for the profile (``chapter_settings``: profile -> settings, for a chapter
+    whose protocol costs more than the profile affords), and ``overrides`` over both."""
     overrides = dict(overrides or {})
     if dataset:
         overrides["data.name"] = dataset
     name = overrides.get("data.name") or get_profile(profile).data.name
-    settings = datasets.profile_settings(profile, name)
-    overrides = {**(settings.overrides if settings else {}), **overrides}
+    settings = [datasets.profile_settings(profile, name), (chapter_settings or {}).get(profile)]
+    overrides = {**{k: v for s in settings if s for k, v in s.overrides.items()}, **overrides}
     config: ExperimentConfig = get_profile(profile, **overrides)
     return Experiment.create(config, data_root=data_root, cache_root=cache_root, progress=progress, model=model)
+
+
+def fewer_clusters(clusters_per_class: int, why: str) -> datasets.ProfileSettings:
+    """A chapter's settings for a profile where its protocol cannot afford the profile's K: the
+    same run at ``clusters_per_class`` clusters per class, because ``why`` (printed on the page)."""
+    return datasets.ProfileSettings(overrides={"clusters.clusters_per_class": clusters_per_class}, reason=why)
+
+
+def chapter_settings_note(chapter_settings: Mapping[str, datasets.ProfileSettings], exp: Experiment) -> str:
+    """One line for the page where the chapter runs at settings of its own for this profile (and
+    the run uses them): which, and why; "" otherwise."""
+    settings = chapter_settings.get(exp.config.profile)
+    if settings is None:
+        return ""
+    config = exp.config.to_dict()
+    used = all(config[key.split(".")[0]][key.split(".")[1]] == value for key, value in settings.overrides.items())
+    changes = ", ".join(f"`{key} = {value!r}`" for key, value in settings.overrides.items())
+    if not used:
+        return (f"(The `{exp.config.profile}` profile's own settings for this chapter, {changes}, are not all in "
+                f"effect in this run.)")
+    return f"At the `{exp.config.profile}` profile this chapter runs with {changes}, because {settings.reason}."
 
 
 def provenance(exp: Experiment) -> str:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from ddm import datasets, evaluation
 from ddm.book import format_number
 from ddm.chapters.attribution import BATCH_LABEL, BATCH_SIZE
-from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, result_class, table, verdict_for
+from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, result_class, table,
+                               verdict_for)
 from ddm.clustering import Clustering
 from ddm.config import ExperimentConfig
 from ddm.evaluation import MethodScores
@@ -64,6 +65,17 @@ METHOD_NAMES = {"ddm": "DDM (Alg. 1, the paper's method)", "random": "random cho
                 "noise": "noise floor (exact retraining, another data order)"}
 # Whose attribution matrices are compared across initialisations.
 COMPARED = {"ddm": "DDM's effects", "exact": "exact retraining's effects"}
+
+# profile -> this chapter's own settings there (applied by ddm.chapters.base.open_experiment and
+# named on the page). Four targets with K leave-one-out retrains each, and a noise floor of K + 1
+# retrains for three of them, make 7K + 3 exact retrains: 703 at the cpu profile's K = 100, about
+# three hours of both cores of the project's machine per data set (a 2,000-image retrain takes
+# about 16 s of one core). Two clusters per class (K = 20) make 143.
+PROFILE_SETTINGS = {
+    "cpu": fewer_clusters(2, "four targets, each with its own exact leave-one-cluster-out retraining and three "
+                             "of them with a noise floor, cost 7K + 3 exact retrains: 703 at the profile's K = 100, "
+                             "about three hours of a 2-core CPU per data set, against 143 at K = 20"),
+}
 
 # Verdict thresholds, named where they are used.
 ALIKE_SPEARMAN = 0.5     # two matrices whose mean Spearman across clusters reaches this are called alike
