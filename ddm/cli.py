@@ -153,8 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 
 def _flatten(config: ExperimentConfig) -> dict[str, Any]:
+    """Every field as ``section.field``, including the sections ``to_dict`` leaves out at their
+    default (``noise``): a reader looking for what can be overridden sees all of it."""
     out: dict[str, Any] = {}
-    for key, value in config.to_dict().items():
+    for key, value in dataclasses.asdict(config).items():
         if isinstance(value, dict):
             out.update({f"{key}.{name}": v for name, v in value.items()})
         else:

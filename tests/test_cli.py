@@ -45,6 +45,7 @@ def test_profiles_prints_fields_of_one_profile(capsys: pytest.CaptureFixture[str
     assert main(["profiles", "ci"]) == 0
     out = capsys.readouterr().out
     assert "train.epochs = 6" in out and "data.name = 'mnist'" in out
+    assert "noise.fraction = 0.0" in out   # a section left out of a clean configuration's dict is still listed
 
 
 def test_unknown_profile_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
