@@ -277,7 +277,8 @@ def per_cluster_error(frame: pd.DataFrame, provenance: str, ddm: str, unchanged:
 
 
 def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance: str,
-                    paper: dict[str, dict[float, float]] | None = None, paper_label: str = "paper"):
+                    paper: dict[str, dict[float, float]] | None = None, paper_label: str = "paper",
+                    paper_apart: bool = False):
     """Table 3 as a figure: held-out test accuracy after deleting a share of the training set and
     retraining, one line per ranking.
 
@@ -286,8 +287,14 @@ def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance
     Harmful-first rankings are solid lines; the random orders their mean with a band from the
     worst to the best seed; most-helpful-first orders dotted grey. ``floor`` (target, another data
     order) is drawn as a grey band: the noise floor. ``paper`` (our ranking's label -> share ->
-    accuracy), when given, is drawn dashed in the colour of the matching ranking."""
-    fig, ax = plt.subplots(figsize=(9, 4.4))
+    accuracy), when given, is drawn dashed in the colour of the matching ranking: on the same axes,
+    or, with ``paper_apart`` (the paper's numbers come from another data set or network, on
+    another scale), in a panel of its own on the right, titled ``paper_label``."""
+    if paper and paper_apart:
+        fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [2.2, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(9, 4.4))
+        paper_ax = ax
     labels = list(dict.fromkeys(curves["ranking"]))
     kinds = curves.groupby("ranking", sort=False)["kind"].first()
     coloured = [name for name in labels if kinds[name] != "most helpful first"]
@@ -306,8 +313,12 @@ def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance
             ax.plot(shares, mean, marker="o", color=colours[name], label=name)
     for name, row in (paper or {}).items():
         shares = sorted(row)
-        ax.plot(shares, [row[f] for f in shares], ls="--", marker="x", lw=1.2, color=colours.get(name, "k"),
-                label=f"{paper_label}: {name}")
+        paper_ax.plot(shares, [row[f] for f in shares], ls="--", marker="x", lw=1.2, color=colours.get(name, "k"),
+                      label=name if paper_ax is not ax else f"{paper_label}: {name}")
+    if paper_ax is not ax:
+        paper_ax.set_title(paper_label, fontsize=10)
+        paper_ax.set_ylabel("the paper's accuracy (%)")
+        paper_ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax.axhspan(min(floor), max(floor), color="0.8", alpha=0.6, lw=0,
                label="nothing removed: target and another data order (noise floor)")
     ax.set_xscale("log")
@@ -317,7 +328,10 @@ def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance
     ax.set_xlabel("share of the training set removed before retraining (log scale)")
     ax.set_ylabel("accuracy on held-out test images (%)")
     ax.set_title("Accuracy after removing training data, ranking by ranking (Table 3)")
-    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if paper_ax is ax:
+        ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     _footer(fig, provenance)
     fig.tight_layout()
     return fig
