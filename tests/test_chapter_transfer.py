@@ -135,6 +135,11 @@ def test_paper_values_are_table7_for_cifar10_only() -> None:
 def test_figure_and_verdict_of_a_run(experiment, result) -> None:
     figures = chapter.figures(result, base.provenance(experiment))
     fig = figures["fig-kd-removal"]
-    assert "Table 7" in fig.axes[0].get_title() and fig.axes[0].get_xscale() == "linear"
+    ours, printed = fig.axes[0], fig.axes[1]
+    assert "Ours" in ours.get_title() and "Table 7" in printed.get_title()
+    assert ours.get_xscale() == printed.get_xscale() == "linear"
+    # the paper's rows sit on their own axes, ours never share them
+    assert {line.get_label() for line in printed.get_lines()} == {chapter.RANKING_LABELS[k] for k in chapter.PAPER_ROWS}
+    assert not any("paper" in line.get_label() for line in ours.get_lines())
     plt.close(fig)
     assert "this run" in chapter.verdict(result)
