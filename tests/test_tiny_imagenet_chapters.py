@@ -198,3 +198,13 @@ def test_a_chapter_opens_tiny_imagenet_with_the_profiles_own_settings_under_the_
     assert len(exp.train) == 200 * settings.overrides["data.train_per_class"]
     # a data set without settings of its own opens with the profile's configuration, unchanged
     assert base.open_experiment("cpu", data_root=SHARED_DATA, cache_root=tmp_path).config == get_profile("cpu")
+
+
+def test_a_target_that_learnt_almost_nothing_is_not_judged_on_erasing() -> None:
+    # the Tiny ImageNet record: theta_0 1.05%, target 1.2%, the whole synset's fine-tune 1.05%
+    values = {**OURS, "acc_theta0": 1.05, "acc_target": 1.2, "acc_ddm_finetune": 1.05}
+    text = "\n".join(ch04._reading(RunNumbers(values, "cpu", "tiny-imagenet", recorded=True)))
+    assert "**not judged**" in text and "learnt only 0.1 points" in text
+    assert "does erase" not in text and "does **not** erase" not in text
+    learnt = {**values, "acc_target": 1.05 + ch04.LEARNT_LITTLE + 0.5, "acc_ddm_finetune": 1.05}
+    assert "not judged" not in "\n".join(ch04._reading(RunNumbers(learnt, "cpu", "tiny-imagenet", recorded=True)))
