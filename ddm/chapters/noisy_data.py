@@ -37,7 +37,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ddm import book, noise, paper, plots, removal
+from ddm import book, datasets, noise, paper, plots, removal
 from ddm.chapters import harmful_data
 from ddm.chapters.base import ChapterResult, RunNumbers, detail, headline, result_class, table, verdict_for
 from ddm.clustering import Clustering
@@ -51,6 +51,16 @@ RANDOM_SEEDS = (0, 1, 2)            # the random orders, one per seed
 NOISE_FRACTION = paper.TABLE6_NOISE["fraction"]   # share of the training images given noise (Table 6: 20%)
 INFLUENCE_KEYS = ("if",)            # chapter 05's influence rankings used here: Koh et al.
 ORACLE = "oracle"
+# profile -> this chapter's own settings there (applied by ddm.chapters.base.open_experiment and
+# named on the page). The ci book gives each chapter about 3 minutes; at the ci profile's K = 30 the
+# exact leave-one-cluster-out ranking alone is 30 retrains, before the ~30 removal retrains.
+PROFILE_SETTINGS = {
+    "ci": datasets.ProfileSettings(
+        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 50},
+        reason="the exact leave-one-cluster-out ranking and every removal are exact retrains, and the ci book "
+               "gives a chapter about 3 minutes: one cluster per class (K = 10) of 50 images per class keeps it "
+               "there"),
+}
 RANKING_LABELS = {
     "ddm": harmful_data.RANKING_LABELS["ddm"],
     "random": harmful_data.RANKING_LABELS["random"],
