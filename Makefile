@@ -11,11 +11,13 @@ DATA_ROOT ?=
 DATASET ?=
 # Notebooks to execute, by file-name prefix, e.g. CHAPTERS="01 03" (empty: all of _toc.yml).
 CHAPTERS ?=
+# Notebooks executed side by side (empty: 2 at the quick and ci profiles, 1 at cpu and paper).
+JOBS ?=
 # Python that creates $(VENV) when it is missing.
 PYTHON ?= python3
 
 PY := $(VENV)/bin/python
-BUILD_ARGS := --profile $(PROFILE) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(DATASET),--dataset $(DATASET)) $(if $(CHAPTERS),--chapters $(CHAPTERS))
+BUILD_ARGS := --profile $(PROFILE) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(DATASET),--dataset $(DATASET)) $(if $(CHAPTERS),--chapters $(CHAPTERS)) $(if $(JOBS),--jobs $(JOBS))
 TEST_ENV := $(if $(DATA_ROOT),DDM_DATA_ROOT="$(abspath $(DATA_ROOT))")
 
 .PHONY: help setup book html test record check clean distclean
@@ -28,7 +30,7 @@ help:
 	@echo "make check    open the built pages in headless Chromium; screenshots in _build/screenshots"
 	@echo "make setup    create or update $(VENV) from requirements.lock (hash-checked); fetch MathJax"
 	@echo "make clean    remove _build/ (distclean: also .venv/ and node_modules/)"
-	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" VENV=.venv"
+	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" JOBS=2 VENV=.venv"
 
 setup:
 	@PYTHON="$(PYTHON)" tools/setup_env.sh "$(VENV)"

@@ -256,37 +256,63 @@ class Experiment:
         return predict_logits(self.new_model(), self.target().final, images)
 
     # ---------------------------------------------------------------- exact unlearning
+    def retrain_key(self, removal: tuple[int, ...], clustering: Clustering, order_seed: int) -> dict:
+        """The store key of the exact retrain without the clusters ``removal`` under ``order_seed``."""
+        return self._key("model", "train", clustering=clustering.assignment.tolist(),
+                         removed=sorted(int(c) for c in removal), order_seed=order_seed)
+
     def exact_retrain_logits(self, removal_sets: list[tuple[int, ...]], clustering: Clustering,
                              order_seed: int | None = None, workers: int | None = None) -> torch.Tensor:
         """Exact unlearning of every removal set (cluster ids of ``clustering``): logits of each
         retrained network on the whole test set, (R, N_test, L). Every retrain is its own cached
         artifact, so an interrupted batch resumes where it stopped and jobs run in parallel: in
         ``eval.workers`` processes, or on the Dask engine ``eval.scheduler`` (else
-        ``$DDM_SCHEDULER``) names. Workers return parameters; this process alone writes the store."""
+        ``$DDM_SCHEDULER``) names. Workers return parameters; this process alone writes the store.
+        Processes sharing the store split the sets between them: a set another process has claimed
+        (:meth:`ddm.store.ArtifactStore.claim`) is waited for, not retrained twice."""
         seed = self.config.train.order_seed if order_seed is None else order_seed
         workers = self.config.eval.workers if workers is None else workers
         scheduler = resolve_scheduler(self.config.eval.scheduler)   # checked before any work
-        keys = [self._key("model", "train", clustering=clustering.assignment.tolist(),
-                          removed=sorted(int(c) for c in removal), order_seed=seed) for removal in removal_sets]
-        missing = [i for i, key in enumerate(keys) if not self.store.exists("retrain", key)]
+        keys = [self.retrain_key(removal, clustering, seed) for removal in removal_sets]
         model = self.new_model()
         if workers > 1 and not scheduler and type(model).__module__ == "__main__":
             # Spawned worker processes import a class by name and cannot find one defined in a
             # notebook; Dask's workers get it by value (cloudpickle).
-            log.warning("%s is defined in __main__ (a notebook?), which spawned workers cannot import: the %d "
+            log.warning("%s is defined in __main__ (a notebook?), which spawned workers cannot import: the "
                         "retrains run in this process (eval.scheduler='local' runs them in parallel)",
-                        type(model).__name__, len(missing))
+                        type(model).__name__)
             workers = 1
-        if missing:
-            jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in missing]
+        # One job per distinct removal set not yet in the store (a set may be listed twice).
+        first_of = {}
+        for i, key in enumerate(keys):
+            first_of.setdefault(config_hash(key), i)
+        pending = [i for i in first_of.values() if not self.store.exists("retrain", keys[i])]
+        while pending:
+            # Another process sharing the store (a chapter executed beside this one) may be
+            # retraining some of the same sets: take those no one has claimed, leave it the rest.
+            claims = [self.store.claim("retrain", keys[i], wait=False) for i in pending]
+            mine = [i for i, claim in zip(pending, claims)
+                    if claim is not None and not self.store.exists("retrain", keys[i])]
+            try:
+                if mine:
+                    jobs = [RetrainJob(clustering.removal_mask(removal_sets[i]), seed) for i in mine]
 
-            def save(j: int, params: Params) -> None:
-                logits = predict_logits(model, params, self.test.images, device=self.device)
-                self.store.save("retrain", keys[missing[j]], {"test_logits": logits})
+                    def save(j: int, params: Params) -> None:
+                        logits = predict_logits(model, params, self.test.images, device=self.device)
+                        self.store.save("retrain", keys[mine[j]], {"test_logits": logits})
 
-            run_retrains(model, self.initial_params(), self.train.images, self.train.labels, self.config.train,
-                         jobs, workers=workers, device=self.device, progress=self.progress, on_result=save,
-                         scheduler=scheduler)
+                    run_retrains(model, self.initial_params(), self.train.images, self.train.labels,
+                                 self.config.train, jobs, workers=workers, device=self.device,
+                                 progress=self.progress, on_result=save, scheduler=scheduler)
+            finally:
+                for claim in claims:
+                    if claim is not None:
+                        claim.release()
+            pending = [i for i in pending if not self.store.exists("retrain", keys[i])]
+            if pending and not mine:
+                # Every set left is another process's: wait for the first, then look again (what
+                # a process that stopped left undone is claimed and retrained here next round).
+                self.store.claim("retrain", keys[pending[0]]).release()
         return torch.stack([self.store.load("retrain", key)["test_logits"] for key in keys])
 
     def test_point_indices(self) -> torch.Tensor:

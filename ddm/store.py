@@ -6,12 +6,18 @@ changed learning rate gives a new key instead of silently reusing an old traject
 the stored configuration is compared with the requested one and a mismatch is refused; a
 truncated or corrupt file is reported with the command that removes it. Writes go to a
 temporary file that is renamed into place, so an interrupted run never leaves half an artifact.
+
+Several processes may share one store (the book executes chapters side by side): a process about
+to compute an artifact first claims it (:meth:`ArtifactStore.claim`, an advisory lock on a file
+in ``<root>/.claims/``), so a second process that needs the same artifact waits for it instead of computing it
+again. A claim dies with its process, so a crashed run blocks nobody.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +26,11 @@ from typing import Any, Callable
 import torch
 
 from ddm.config import config_hash
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - no advisory locks: processes sharing a store may compute an artifact twice
+    fcntl = None
 
 
 class StoreError(RuntimeError):
@@ -90,6 +101,24 @@ def load_checkpoint(path: Path | None, stage: str = "distillation") -> dict[str,
                          f"remove it (rm {path}) to restart the {stage}") from error
 
 
+class Claim:
+    """The right to compute one artifact, held until :meth:`release` (or the end of a ``with``)."""
+
+    def __init__(self, handle: Any = None):
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops its flock
+            self._handle = None
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 class ArtifactStore:
     """Config-hashed artifacts on disk. ``root=None`` keeps nothing (every call recomputes)."""
 
@@ -128,14 +157,40 @@ class ArtifactStore:
             raise StoreError(f"{kind} artifact {folder / 'artifact.pt'} is corrupt or truncated ({error}); "
                              f"remove it (rm -r {folder}) and run again") from error
 
+    def claim(self, kind: str, config: dict, wait: bool = True) -> Claim | None:
+        """An exclusive claim, among every process using this store, on computing the artifact of
+        ``config``: waits until no other process holds it, or, with ``wait=False``, returns None
+        at once when one does. Claims on different artifacts never wait for each other; a store
+        without a root, or a system without ``flock``, grants every claim at once."""
+        if self.root is None or fcntl is None:
+            return Claim()
+        # Kept apart from the artifacts (whose folders hold only what was computed) and never
+        # deleted: removing a lock file another process waits on would let a third one in.
+        lock = self.root / ".claims" / kind / f"{config_hash(config)}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return None
+        except BaseException:
+            handle.close()
+            raise
+        return Claim(handle)
+
     def get_or_compute(self, kind: str, config: dict, compute: Callable[[], Any]) -> Any:
-        """Load the artifact made by ``config`` or compute and save it."""
+        """Load the artifact made by ``config`` or compute and save it. When another process is
+        computing it, wait and load its result."""
         if self.root is None:
             return compute()
         if self.exists(kind, config):
             return self.load(kind, config)
-        result = compute()
-        self.save(kind, config, result)
+        with self.claim(kind, config):
+            if self.exists(kind, config):  # made by the process this one waited for
+                return self.load(kind, config)
+            result = compute()
+            self.save(kind, config, result)
         return result
 
     def checkpoint_path(self, kind: str, config: dict) -> Path | None:

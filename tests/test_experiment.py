@@ -8,6 +8,8 @@ are stated beside the assertions; the tests print the ones they see (``pytest -s
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -132,6 +134,41 @@ def test_exact_retrain_of_the_all_keep_set_equals_the_target(pipeline) -> None:
     assert torch.equal(nothing_removed, exp.target_logits(exp.test.images))
     # ... and removing a cluster does change the test logits.
     assert not torch.allclose(pipeline["exact"][0], nothing_removed)
+
+
+def test_exact_retrains_another_process_claimed_are_waited_for_not_redone(pipeline) -> None:
+    """Chapters executed side by side share one store: a retrain someone else has claimed is
+    waited for and its result used; the unclaimed ones are retrained here meanwhile."""
+    exp = pipeline["exp"]
+    clustering = exp.clusters()
+    removal_sets, seed = [(0, 1), (2, 3), (4, 5)], 7   # an order seed no other test retrains with
+    keys = [exp.retrain_key(removal, clustering, seed) for removal in removal_sets]
+    # flock claims are per open file, so a second claim from this process stands for another process.
+    held = exp.store.claim("retrain", keys[1], wait=False)
+    assert held is not None and exp.store.claim("retrain", keys[1], wait=False) is None
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        logits=exp.exact_retrain_logits(removal_sets, clustering, order_seed=seed)))
+    worker.start()
+    deadline = time.monotonic() + 300
+    while not (exp.store.exists("retrain", keys[0]) and exp.store.exists("retrain", keys[2])):
+        assert worker.is_alive() and time.monotonic() < deadline, "the unclaimed retrains were not made"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert worker.is_alive() and not exp.store.exists("retrain", keys[1]), "a claimed retrain was redone"
+    theirs = torch.full((len(exp.test), 10), 7.0)
+    exp.store.save("retrain", keys[1], {"test_logits": theirs})
+    held.release()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert torch.equal(result["logits"][1], theirs)
+    assert not torch.allclose(result["logits"][0], result["logits"][2])   # two real, different retrains
+
+
+def test_a_removal_set_listed_twice_is_retrained_once(pipeline) -> None:
+    exp = pipeline["exp"]
+    twice = exp.exact_retrain_logits([(6,), (6,)], exp.clusters(), order_seed=8)
+    assert torch.equal(twice[0], twice[1])
 
 
 # ------------------------------------------------------------------------------------------------

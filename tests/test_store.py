@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
+import time
 
 import pytest
 import torch
@@ -173,3 +175,44 @@ def test_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path) -> None:
         load_checkpoint(path)
     assert f"distillation checkpoint {path} is corrupt or truncated" in str(info.value)
     assert f"remove it (rm {path}) to restart the distillation" in str(info.value)
+
+
+def _compute_slowly(root, started) -> None:
+    def compute() -> dict:
+        started.set()
+        time.sleep(1.0)
+        return {"made_by": "the other process"}
+
+    ArtifactStore(root).get_or_compute("target", {"a": 1}, compute)
+
+
+def test_a_second_process_waits_for_the_artifact_being_computed_instead_of_computing_it(tmp_path) -> None:
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    other = context.Process(target=_compute_slowly, args=(tmp_path, started))
+    other.start()
+    assert started.wait(60)
+
+    def compute_again() -> dict:
+        raise AssertionError("computed twice")
+
+    assert ArtifactStore(tmp_path).get_or_compute("target", {"a": 1}, compute_again) == {
+        "made_by": "the other process"}
+    other.join(60)
+    assert other.exitcode == 0
+
+
+def test_claims_exclude_each_other_and_end_with_release(tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    first = store.claim("retrain", {"a": 1}, wait=False)
+    assert first is not None
+    assert store.claim("retrain", {"a": 1}, wait=False) is None       # flock is per open file
+    other = store.claim("retrain", {"a": 2}, wait=False)               # another artifact: free
+    assert other is not None
+    first.release()
+    again = store.claim("retrain", {"a": 1}, wait=False)
+    assert again is not None
+    again.release()
+    other.release()
+    assert not (tmp_path / "retrain").exists(), "claims live apart from the artifacts"
+    assert ArtifactStore(None).claim("retrain", {"a": 1}, wait=False) is not None

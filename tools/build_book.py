@@ -7,6 +7,7 @@
     python tools/build_book.py --skip-execute                 # rebuild HTML from executed copies
     python tools/build_book.py --profile cpu --record         # what `make record` runs
     python tools/build_book.py --profile cpu --dataset cifar10-jpeg --record
+    python tools/build_book.py --profile ci --jobs 1          # one chapter at a time
 
 Steps:
 
@@ -14,7 +15,10 @@ Steps:
    papermill (kernel ``python3``, parameters ``profile``, ``data_root``, ``record``), each writing
    its executed copy into the staging tree ``_build/src/`` at the same relative path; the source
    notebooks are never written to, and stay free of outputs. A failing cell stops the build with
-   a non-zero exit naming the notebook and the cell.
+   a non-zero exit naming the notebook and the cell. ``--jobs N`` executes N notebooks side by
+   side (default: two at the quick and ci profiles, where every chapter uses one CPU thread, else
+   one); chapters share one artifact store, whose claims (``ddm.store``) make a chapter wait for
+   an artifact another is computing instead of computing it again.
 2. Stage ``_config.yml``, ``_toc.yml`` and the markdown pages next to the executed notebooks, and
    MathJax (from ``node_modules/mathjax``, fetched from the npm registry by ``make setup``) under
    ``_build/src/_vendor/mathjax`` so the HTML never loads it from a CDN.
@@ -28,9 +32,11 @@ hash that made its executed copy, so ``--skip-execute`` and ``--chapters`` can t
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as _dt
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -57,6 +63,10 @@ BOOK_FILES = ("_config.yml", "_toc.yml")
 BOOK_EXTRAS = ("references.bib", "_static", "images", "figures", "logo.png")
 # Per-cell execution timeout (seconds) by profile; None waits as long as a cell needs.
 DEFAULT_TIMEOUT = {"quick": 1800, "ci": 1800, "cpu": None, "paper": None}
+# Notebooks executed side by side by default, by profile: the quick and ci chapters each use one
+# CPU thread (config.threads), so two share a 2-core machine; a cpu or paper record takes a
+# machine (or a GPU) to itself.
+DEFAULT_JOBS = {"quick": 2, "ci": 2}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -150,7 +160,11 @@ def save_manifest(manifest: dict) -> None:
     os.replace(tmp, MANIFEST)
 
 
-def execute(page: Page, parameters: dict, timeout: int | None) -> float:
+class ExecutionFailed(Exception):
+    """A notebook that failed; the message names the notebook and the cell, with the traceback."""
+
+
+def execute(page: Page, parameters: dict, timeout: int | None, log_output: bool = True) -> float:
     """Run one notebook with papermill into the staging tree; return its wall time in seconds."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -163,7 +177,7 @@ def execute(page: Page, parameters: dict, timeout: int | None) -> float:
             str(page.path), str(out),
             parameters=parameters,
             kernel_name="python3",
-            log_output=True,
+            log_output=log_output,
             progress_bar=False,
             execution_timeout=timeout,
             cwd=str(ROOT),
@@ -173,18 +187,61 @@ def execute(page: Page, parameters: dict, timeout: int | None) -> float:
         if not sys.stderr.isatty():
             tb = ANSI.sub("", tb)
         source = "\n".join("    " + line for line in err.source.splitlines())
-        print(f"\n{'=' * 78}\nFAILED: {page.rel}, cell {source_cell_index(out, err.cell_index)} "
-              f"(counting from 0; execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
-              f"--- cell source ---\n{source}\n--- traceback ---\n{tb}\n"
-              f"The partly executed notebook is at {out.relative_to(ROOT)}.\n{'=' * 78}",
-              file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise ExecutionFailed(
+            f"\n{'=' * 78}\nFAILED: {page.rel}, cell {source_cell_index(out, err.cell_index)} "
+            f"(counting from 0; execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+            f"--- cell source ---\n{source}\n--- traceback ---\n{tb}\n"
+            f"The partly executed notebook is at {out.relative_to(ROOT)}.\n{'=' * 78}") from None
     except Exception as err:  # a kernel death, a timeout, a missing kernel
-        print(f"\n{'=' * 78}\nFAILED: {page.rel}: {type(err).__name__}: {err}\n{'=' * 78}",
-              file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise ExecutionFailed(f"\n{'=' * 78}\nFAILED: {page.rel}: {type(err).__name__}: {err}\n{'=' * 78}") from None
     hide_default_parameters(out)
     return time.perf_counter() - start
+
+
+def execute_all(to_run: list[Page], parameters: dict, timeout: int | None, jobs: int,
+                on_done) -> dict[str, float]:
+    """Execute ``to_run``, ``jobs`` at a time, in table-of-contents order of starting; call
+    ``on_done(page, seconds)`` as each finishes. The first failure is printed and ends the build
+    (notebooks already running are let finish; none is started after it)."""
+    times: dict[str, float] = {}
+    total = len(to_run)
+    if jobs <= 1 or total <= 1:
+        for i, page in enumerate(to_run, 1):
+            print(f"\n[{i}/{total}] {page.rel} ...", flush=True)
+            try:
+                times[str(page.rel)] = execute(page, parameters, timeout)
+            except ExecutionFailed as failure:
+                print(failure, file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            on_done(page, times[str(page.rel)])
+            print(f"[{i}/{total}] {page.rel}: {times[str(page.rel)]:.1f} s", flush=True)
+        return times
+    # Kernels are processes of their own either way; spawn keeps each worker free of this one's
+    # imports. Cell outputs are not echoed: two chapters' lines would interleave.
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        print(f"\nexecuting {total} notebooks, {jobs} at a time", flush=True)
+        futures = {pool.submit(execute, page, parameters, timeout, False): page for page in to_run}
+        failed = None
+        for future in concurrent.futures.as_completed(futures):
+            page = futures[future]
+            try:
+                times[str(page.rel)] = future.result()
+            except ExecutionFailed as failure:
+                print(failure, file=sys.stderr, flush=True)
+                if failed is None:
+                    failed = page
+                    for other in futures:
+                        other.cancel()
+                    print(f"stopping: {page.rel} failed; waiting for the notebooks already running",
+                          file=sys.stderr, flush=True)
+                continue
+            except concurrent.futures.CancelledError:
+                continue
+            on_done(page, times[str(page.rel)])
+            print(f"[{len(times)}/{total}] {page.rel}: {times[str(page.rel)]:.1f} s", flush=True)
+        if failed is not None:
+            raise SystemExit(1)
+    return times
 
 
 def source_cell_index(executed: Path, index: int) -> int:
@@ -300,8 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=None,
                         help="per-cell execution timeout in seconds (default: 1800 for quick and "
                              "ci, none for cpu and paper; 0 or less: none)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="notebooks executed side by side (default: 2 for quick and ci, else 1)")
     parser.add_argument("--no-html", action="store_true", help="execute only; skip jupyter-book")
     args = parser.parse_args(argv)
+    jobs = DEFAULT_JOBS.get(args.profile, 1) if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise SystemExit(f"error: --jobs must be at least 1, got {jobs}")
 
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
     timeout = DEFAULT_TIMEOUT.get(args.profile, None) if args.timeout is None else args.timeout
@@ -323,20 +385,22 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest()
     print(f"Book: {len(pages)} pages, {len(notebooks)} notebooks; executing {len(to_run)} with "
           f"profile={args.profile!r} data_root={data_root!r} dataset={args.dataset or 'default'!r} "
-          f"record={args.record} "
-          f"timeout={timeout or 'none'}", flush=True)
-    times: dict[str, float] = {}
-    for i, page in enumerate(to_run, 1):
-        print(f"\n[{i}/{len(to_run)}] {page.rel} ...", flush=True)
+          f"record={args.record} timeout={timeout or 'none'} jobs={jobs}", flush=True)
+    # A run that fails leaves no claim of a good copy behind for the notebooks it was to execute.
+    for page in to_run:
         manifest.pop(str(page.rel), None)
-        save_manifest(manifest)  # a failed run leaves no claim of a good copy behind
-        times[str(page.rel)] = execute(page, parameters, timeout)
+    save_manifest(manifest)
+
+    def record_done(page: Page, seconds: float) -> None:
         manifest[str(page.rel)] = {
-            **parameters, "source_sha256": sha256(page.path), "seconds": round(times[str(page.rel)], 1),
+            **parameters, "source_sha256": sha256(page.path), "seconds": round(seconds, 1),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         save_manifest(manifest)
-        print(f"[{i}/{len(to_run)}] {page.rel}: {times[str(page.rel)]:.1f} s", flush=True)
+
+    started = time.perf_counter()
+    times = execute_all(to_run, parameters, timeout, jobs, record_done)
+    wall = time.perf_counter() - started
 
     # Notebooks not executed in this run: reuse executed copies, or leave the page out.
     kept, dropped = [], []
@@ -362,9 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     if times:
         width = max(len(k) for k in times)
         print("\nWall time per notebook:")
-        for name, seconds in times.items():
+        for name in (str(p.rel) for p in to_run if str(p.rel) in times):
+            seconds = times[name]
             print(f"  {name:<{width}}  {seconds:8.1f} s")
-        print(f"  {'total':<{width}}  {sum(times.values()):8.1f} s")
+        print(f"  {'total':<{width}}  {sum(times.values()):8.1f} s"
+              + (f" in {wall:.1f} s of wall time, {jobs} at a time" if jobs > 1 else ""))
 
     # What the reader will see: no warnings, raw dicts, long floats, uncaptioned figures or
     # visible wiring code (tools/check_outputs.py).
