@@ -13,6 +13,9 @@ DATASET ?=
 CHAPTERS ?=
 # Notebooks executed side by side (empty: 2 at the quick and ci profiles, 1 at cpu and paper).
 JOBS ?=
+# pytest-xdist workers for `make test` (auto: one per core); each test file runs whole in one
+# worker, so a file's shared fixtures are built once.
+TEST_JOBS ?= auto
 # Python that creates $(VENV) when it is missing.
 PYTHON ?= python3
 
@@ -30,7 +33,7 @@ help:
 	@echo "make check    open the built pages in headless Chromium; screenshots in _build/screenshots"
 	@echo "make setup    create or update $(VENV) from requirements.lock (hash-checked); fetch MathJax"
 	@echo "make clean    remove _build/ (distclean: also .venv/ and node_modules/)"
-	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" JOBS=2 VENV=.venv"
+	@echo "variables: PROFILE=quick|ci|cpu|paper DATA_ROOT=path DATASET=cifar10-jpeg CHAPTERS=\"01 03\" JOBS=2 TEST_JOBS=auto VENV=.venv"
 
 setup:
 	@PYTHON="$(PYTHON)" tools/setup_env.sh "$(VENV)"
@@ -42,7 +45,7 @@ html: setup
 	$(PY) tools/build_book.py --skip-execute
 
 test: setup
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 record: setup
 	$(PY) tools/build_book.py $(BUILD_ARGS) --record
