@@ -76,6 +76,11 @@ PROFILE_SETTINGS = {
                              "of them with a noise floor, cost 7K + 3 exact retrains (a ResNet18_AP retrain about "
                              "four of the ConvNet's): 703 at the profile's K = 100, several hours of a 2-core CPU "
                              "per data set, against 143 at K = 20"),
+    "ci": datasets.ProfileSettings(
+        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 50},
+        reason="four networks, each with its own exact leave-one-cluster-out retraining and three of them with a "
+               "noise floor, cost 7K + 3 exact retrains, and the ci book gives a chapter a few minutes: one "
+               "cluster per class (K = 10) of 50 images per class makes 73 small retrains"),
 }
 
 # Verdict thresholds, named where they are used.

@@ -75,6 +75,11 @@ PROFILE_SETTINGS = {
     "cpu": fewer_clusters(2, "four targets, each with its own exact leave-one-cluster-out retraining and three "
                              "of them with a noise floor, cost 7K + 3 exact retrains: 703 at the profile's K = 100, "
                              "about three hours of a 2-core CPU per data set, against 143 at K = 20"),
+    "ci": datasets.ProfileSettings(
+        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 50},
+        reason="four targets, each with its own exact leave-one-cluster-out retraining and three of them with a "
+               "noise floor, cost 7K + 3 exact retrains, and the ci book gives a chapter a few minutes: one "
+               "cluster per class (K = 10) of 50 images per class makes 73 small retrains"),
 }
 
 # Verdict thresholds, named where they are used.
