@@ -23,6 +23,7 @@ CHAPTERS: dict[str, str] = {
     "08_your_own_data": "own_data",
     "09_why_ddm_fails": "ablations",
     "10_scale": "scale",
+    "11_initialisations": "initialisations",
     "13_noisy_data": "noisy_data",
     "14_knowledge_distillation": "transfer",
 }
