@@ -3,6 +3,8 @@ own exact retraining, the batch heat maps, and the verdict's thresholds on plant
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from ddm import book, evaluation
 from ddm.chapters import architectures as chapter, base
 from ddm.chapters.attribution import BATCH_LABEL, BATCH_SIZE
 from ddm.chapters.base import RunNumbers
+from ddm.config import get_profile
 from ddm.models import ModelError
 from ddm.variants import PAPER_DDM, distill_variants
 
@@ -79,7 +82,22 @@ def test_only_the_vit_distils_with_table5s_vit_row(experiment) -> None:
         else:
             assert config.distill == experiment.config.distill
         assert bool(config.eval.noise_seeds) == (arch in chapter.NOISE_FLOOR_ARCHS), arch
-        assert config.train == experiment.config.train and config.clusters == experiment.config.clusters
+        assert config.clusters == experiment.config.clusters
+        lr = experiment.config.train.lr * chapter.ARCH_LR_FACTORS.get(arch, 1.0)
+        assert config.train == dataclasses.replace(experiment.config.train, lr=lr), arch
+
+
+def test_alexnets_learning_rate_is_scaled_except_at_the_paper_profile() -> None:
+    """AlexNet (no normalisation layer) trains at a lower rate at our profiles; at `paper`
+    Table 5's rates stand for every network."""
+    for profile in ("quick", "ci", "cpu", "paper"):
+        config = get_profile(profile)
+        overrides = chapter.arm_overrides(config, "alexnet")
+        scaled = profile != "paper"
+        assert ("train.lr" in overrides) is scaled, profile
+        if scaled:
+            assert overrides["train.lr"] == pytest.approx(0.4 * config.train.lr)
+        assert "train.lr" not in chapter.arm_overrides(config, "convnet")
 
 
 def test_the_profiles_network_is_its_own_target(experiment) -> None:
@@ -201,6 +219,15 @@ def test_ddm_losing_to_random_everywhere_is_said() -> None:
 def test_ddm_beating_random_for_some_networks_names_them() -> None:
     text = _reading(spearman_ddm_vit=0.0, spearman_ddm_alexnet=0.03)
     assert "for 2 of 4 networks (ConvNet, ResNet18_AP)" in text
+
+
+def test_ddm_plus_is_read_against_random_and_the_papers_ddm() -> None:
+    text = _reading(**{f"spearman_plus_{a}": 0.3 for a in chapter.ARCHS if a != "vit"}, spearman_plus_vit=0.02,
+                    spearman_ddm_convnet=0.0)
+    assert "DDM+ (ours, soft labels) reaches ConvNet +0.30" in text
+    assert "above random choice by more than 0.05 for 3 of 4 networks (ConvNet, AlexNet, ResNet18_AP)" in text
+    assert "above the paper's DDM for 1 (ConvNet)" in text
+    assert "DDM+" not in _reading()
 
 
 def test_a_network_without_a_noise_floor_is_read_without_one() -> None:

@@ -139,9 +139,9 @@ def test_ranking_against_the_noise_floor(floor: float, words: str) -> None:
     assert words in _text(spearman_ddm=0.5, spearman_noise=floor)
 
 
-@pytest.mark.parametrize("soft, words", [(0.5 + B + 0.01, "Our soft-label variant ranks better"),
-                                         (0.5 + B - 0.01, "Our soft-label variant ranks no differently"),
-                                         (0.5 - B - 0.01, "Our soft-label variant ranks worse")])
+@pytest.mark.parametrize("soft, words", [(0.5 + B + 0.01, "DDM+ (ours, soft labels) ranks better"),
+                                         (0.5 + B - 0.01, "DDM+ (ours, soft labels) ranks no differently"),
+                                         (0.5 - B - 0.01, "DDM+ (ours, soft labels) ranks worse")])
 def test_soft_labels_against_ddm(soft: float, words: str) -> None:
     assert words in _text(spearman_ddm=0.5, spearman_ddm_soft=soft)
 
@@ -200,7 +200,7 @@ def test_unmeasured_numbers_are_skipped() -> None:
                  hierarchical_speedup=None)
     assert "Ranking clusters" in text and "another data order" not in text
     assert "Linear datamodel" not in text and "Hierarchy" not in text and "Effect size" not in text
-    assert "soft-label" not in text and "Calibration" in text
+    assert "DDM+" not in text and "Calibration" in text
     assert chapter._reading(base.RunNumbers({}, "cpu", "mnist", True)) == []
 
 

@@ -32,7 +32,7 @@ SUFFIXES = {PAPER_DDM: "ddm", DDM_EQ6: "ddm_eq6", DDM_MATCH: "ddm_match", DDM_SO
             evaluation.TRACIN: "tracin", evaluation.REAL_ASCENT: "ascent", evaluation.NOISE_FLOOR: "noise"}
 # How the comparison table and the figures name each method.
 LABELS = {PAPER_DDM: "DDM, Alg. 1 (the paper's method)", DDM_EQ6: "DDM, Eq. 6 pairing",
-          DDM_MATCH: "DDM-match (plain gradient matching)", DDM_SOFT: "DDM + soft labels (ours)",
+          DDM_MATCH: "DDM-match (plain gradient matching)", DDM_SOFT: "DDM+ (ours, soft labels)",
           DDM_SLOW: "DDM, Alg. 1, fine-tune lr / 10", **evaluation.LABELS}
 REFERENCES = (evaluation.RANDOM, evaluation.NEAREST_CENTROID, evaluation.TRACIN, evaluation.REAL_ASCENT,
               evaluation.NOISE_FLOOR, evaluation.EXACT)
@@ -97,7 +97,7 @@ class Result(ChapterResult):
     spearman_ddm: float = headline("Spearman with exact, DDM (Alg. 1, the paper's method)", digits=2)
     spearman_ddm_eq6: float = headline("Spearman with exact, DDM (Eq. 6 pairing)", digits=2)
     spearman_ddm_match: float = headline("Spearman with exact, DDM-match", digits=2)
-    spearman_ddm_soft: float = headline("Spearman with exact, DDM + soft labels (ours)", digits=2)
+    spearman_ddm_soft: float = headline("Spearman with exact, DDM+ (ours, soft labels)", digits=2)
     spearman_ddm_slow: float = headline("Spearman with exact, DDM at fine-tune lr / 10", digits=2)
     spearman_random: float = headline("Spearman with exact, random choice", digits=2)
     spearman_centroid: float = headline("Spearman with exact, nearest centroid", digits=2)
@@ -109,7 +109,7 @@ class Result(ChapterResult):
     top1_ddm: float = headline("top-1 agreement, DDM (Alg. 1)", digits=2)
     top1_ddm_eq6: float = headline("top-1 agreement, DDM (Eq. 6 pairing)", digits=2)
     top1_ddm_match: float = headline("top-1 agreement, DDM-match", digits=2)
-    top1_ddm_soft: float = headline("top-1 agreement, DDM + soft labels (ours)", digits=2)
+    top1_ddm_soft: float = headline("top-1 agreement, DDM+ (ours, soft labels)", digits=2)
     top1_ddm_slow: float = headline("top-1 agreement, DDM at fine-tune lr / 10", digits=2)
     top1_random: float = headline("top-1 agreement, random choice", digits=2)
     top1_centroid: float = headline("top-1 agreement, nearest centroid", digits=2)
@@ -120,7 +120,7 @@ class Result(ChapterResult):
     dist1_x100_ddm: float = headline("Dist1 x100, DDM (Alg. 1)")
     dist1_x100_ddm_eq6: float = headline("Dist1 x100, DDM (Eq. 6 pairing)")
     dist1_x100_ddm_match: float = headline("Dist1 x100, DDM-match")
-    dist1_x100_ddm_soft: float = headline("Dist1 x100, DDM + soft labels (ours)")
+    dist1_x100_ddm_soft: float = headline("Dist1 x100, DDM+ (ours, soft labels)")
     dist1_x100_ddm_slow: float = headline("Dist1 x100, DDM at fine-tune lr / 10")
     dist1_x100_random: float = headline("Dist1 x100, random choice")
     dist1_x100_centroid: float = headline("Dist1 x100, nearest centroid")
@@ -132,7 +132,7 @@ class Result(ChapterResult):
     dist2_ddm: float = headline("Dist2, DDM (Alg. 1)")
     dist2_ddm_eq6: float = headline("Dist2, DDM (Eq. 6 pairing)")
     dist2_ddm_match: float = headline("Dist2, DDM-match")
-    dist2_ddm_soft: float = headline("Dist2, DDM + soft labels (ours)")
+    dist2_ddm_soft: float = headline("Dist2, DDM+ (ours, soft labels)")
     dist2_ddm_slow: float = headline("Dist2, DDM at fine-tune lr / 10")
     dist2_random: float = headline("Dist2, random choice")
     dist2_centroid: float = headline("Dist2, nearest centroid")
@@ -142,7 +142,7 @@ class Result(ChapterResult):
     dist3_ddm: float = headline("Dist3, DDM (Alg. 1)", note=DIST3_NOTE)
     dist3_ddm_eq6: float = headline("Dist3, DDM (Eq. 6 pairing)")
     dist3_ddm_match: float = headline("Dist3, DDM-match", note=DIST3_NOTE)
-    dist3_ddm_soft: float = headline("Dist3, DDM + soft labels (ours)")
+    dist3_ddm_soft: float = headline("Dist3, DDM+ (ours, soft labels)")
     dist3_ddm_slow: float = headline("Dist3, DDM at fine-tune lr / 10")
     dist3_random: float = headline("Dist3, random choice", note=DIST3_NOTE)
     dist3_centroid: float = headline("Dist3, nearest centroid")
@@ -299,7 +299,7 @@ def _ranking(run: RunNumbers) -> list[str]:
             lines.append(f"  Exact retraining under another data order agrees at {floor:+.2f}, so the ranking "
                          f"is measurable, and DDM stays {floor - ddm:.2f} below what is achievable.")
     soft, slow = run["spearman_ddm_soft"], run["spearman_ddm_slow"]
-    for value, what in ((soft, "Our soft-label variant"), (slow, "At a tenth of the fine-tuning rate DDM")):
+    for value, what in ((soft, "DDM+ (ours, soft labels)"), (slow, "At a tenth of the fine-tuning rate DDM")):
         if value is None:
             continue
         how = ("ranks better" if value > ddm + SPEARMAN_BAND else "ranks worse" if value < ddm - SPEARMAN_BAND

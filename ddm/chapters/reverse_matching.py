@@ -68,24 +68,24 @@ class Result(ChapterResult):
     loss_eq6: float = headline(f"{_LOSS}, DDM (Eq. 6)")
     loss_lr_img_10: float = headline(f"{_LOSS}, DDM (Alg. 1) with image learning rate {LR_IMG_SEC41:g}")
     classifier_cosine_ddm: float = headline(f"{_CLASSIFIER}, DDM (Alg. 1, hard labels)", digits=2)
-    classifier_cosine_soft: float = headline(f"{_CLASSIFIER}, DDM + soft labels (ours)", digits=2)
+    classifier_cosine_soft: float = headline(f"{_CLASSIFIER}, DDM+ (ours, soft labels)", digits=2)
     classifier_cosine_match: float = headline(f"{_CLASSIFIER}, DDM-match", digits=2)
     nearest_real_start: float = headline(f"{_NEAREST}, real starting images (reference)")
     nearest_real_ddm: float = headline(f"{_NEAREST}, DDM (Alg. 1)")
     nearest_real_match: float = headline(f"{_NEAREST}, DDM-match")
-    nearest_real_soft: float = headline(f"{_NEAREST}, DDM + soft labels (ours)")
+    nearest_real_soft: float = headline(f"{_NEAREST}, DDM+ (ours, soft labels)")
     own_start_cosine_ddm: float = headline(f"{_OWN}, DDM (Alg. 1)")
     own_start_cosine_eq6: float = headline(f"{_OWN}, DDM (Eq. 6)")
     own_start_cosine_match: float = headline(f"{_OWN}, DDM-match")
-    own_start_cosine_soft: float = headline(f"{_OWN}, DDM + soft labels (ours)")
+    own_start_cosine_soft: float = headline(f"{_OWN}, DDM+ (ours, soft labels)")
     own_start_nearest_ddm: float = headline(f"{_SHARE}, DDM (Alg. 1)", digits=2)
     own_start_nearest_eq6: float = headline(f"{_SHARE}, DDM (Eq. 6)", digits=2)
     own_start_nearest_match: float = headline(f"{_SHARE}, DDM-match", digits=2)
-    own_start_nearest_soft: float = headline(f"{_SHARE}, DDM + soft labels (ours)", digits=2)
+    own_start_nearest_soft: float = headline(f"{_SHARE}, DDM+ (ours, soft labels)", digits=2)
     own_start_rank_ddm: float = headline(f"{_RANK}, DDM (Alg. 1)", digits=3)
     own_start_rank_eq6: float = headline(f"{_RANK}, DDM (Eq. 6)", digits=3)
     own_start_rank_match: float = headline(f"{_RANK}, DDM-match", digits=3)
-    own_start_rank_soft: float = headline(f"{_RANK}, DDM + soft labels (ours)", digits=3)
+    own_start_rank_soft: float = headline(f"{_RANK}, DDM+ (ours, soft labels)", digits=3)
     second_dataset_name: str | None = headline("second data set", default=None)
     second_nearest_real_ddm: float | None = headline(f"{_SECOND}{_NEAREST}, DDM (Alg. 1)", default=None)
     second_nearest_real_match: float | None = headline(f"{_SECOND}{_NEAREST}, DDM-match", default=None)
@@ -400,7 +400,7 @@ def _reading(run: RunNumbers) -> list[str]:
     if run.has("classifier_cosine_ddm", "classifier_cosine_soft"):
         hard, soft = run["classifier_cosine_ddm"], run["classifier_cosine_soft"]
         text = (f"* **Classifier layer.** With hard labels the synset's classifier gradient ends at cosine {hard:+.2f} "
-                f"with the reversed real gradient; with learnable soft labels (ours) at {soft:+.2f} (called a fix "
+                f"with the reversed real gradient; with learnable soft labels (DDM+, ours) at {soft:+.2f} (called a fix "
                 f"above a gain of {SOFT_LABEL_GAIN:g}): "
                 + ("soft labels fix the sign problem explained above." if soft > hard + SOFT_LABEL_GAIN else
                    "soft labels did not help here."))
@@ -424,7 +424,7 @@ def _reading(run: RunNumbers) -> list[str]:
     if run.has("nearest_real_ddm", "nearest_real_match"):
         lines.append(_privacy_line(run["nearest_real_ddm"], run["nearest_real_match"],
                                    figure=paper_figure(run.dataset)))
-    names = {"ddm": "DDM (Alg. 1)", "eq6": "DDM (Eq. 6)", "match": "DDM-match", "soft": "DDM + soft labels (ours)"}
+    names = {"ddm": "DDM (Alg. 1)", "eq6": "DDM (Eq. 6)", "match": "DDM-match", "soft": "DDM+ (ours, soft labels)"}
     found = _memorisation(run, "", names)
     if found:
         lines.append(f"* **Memorisation.** Every synthetic image starts as a real training image. Images are called "

@@ -4,7 +4,7 @@ Chapter 03 found the paper's DDM ranks clusters no better than random choice on 
 images. The objection "the target is tiny and under-trained" is tested here: the same
 measurement (:mod:`ddm.scale`) at several training-set sizes, K fixed by the profile, every
 target trained until its training loss plateaus by one stated rule (:func:`ddm.scale.plateau_epochs`),
-for the paper's DDM, DDM + soft labels (ours), TracIn-style, nearest centroid and random choice,
+for the paper's DDM, DDM+ (ours, soft labels), TracIn-style, nearest centroid and random choice,
 beside exact retraining under another data order (the noise floor).
 
 Every table and figure is built from headline numbers only (:func:`size_tables`,
@@ -33,7 +33,7 @@ ALL_SIZES = tuple(sorted({n for s in (*scale.SCALES.values(), *scale.DATASET_SCA
 SUFFIXES = {PAPER_DDM: "ddm", DDM_SOFT: "ddm_soft", evaluation.TRACIN: "tracin",
             evaluation.NEAREST_CENTROID: "centroid", evaluation.RANDOM: "random",
             evaluation.NOISE_FLOOR: "noise", evaluation.EXACT: "exact", evaluation.DDM_W: "ddm_w"}
-NAMES = {"ddm": "the paper's DDM", "ddm_soft": "DDM + soft labels (ours)", "tracin": "TracIn-style",
+NAMES = {"ddm": "the paper's DDM", "ddm_soft": "DDM+ (ours, soft labels)", "tracin": "TracIn-style",
          "centroid": "nearest centroid", "random": "random choice", "noise": "noise floor (another data order)",
          "exact": "exact retraining's own ranking", "ddm_w": "DDM's W fitted by Eq. 8",
          "order": "nothing removed, another data order", "best": "best single pick (upper bound)"}
@@ -197,7 +197,7 @@ def _reading(run: RunNumbers) -> list[str]:
         ddm, floor, rand = run[f"spearman_ddm_n{n}"], run[f"spearman_noise_n{n}"], run[f"spearman_random_n{n}"]
         words = ("indistinguishable from random choice" if abs(ddm - rand) <= BAND else
                  "below random choice" if ddm < rand else "above random choice")
-        lines.append(f"- {n}/class: the paper's DDM {_n(ddm)} ({words}, {_n(rand)}); DDM + soft labels "
+        lines.append(f"- {n}/class: the paper's DDM {_n(ddm)} ({words}, {_n(rand)}); DDM+ (ours, soft labels) "
                      f"{_n(run[f'spearman_ddm_soft_n{n}'])}; TracIn-style {_n(run[f'spearman_tracin_n{n}'])}; "
                      f"noise floor {_n(floor)}.")
     if len(full) >= 2:
@@ -221,7 +221,7 @@ def _reading(run: RunNumbers) -> list[str]:
     located = [n for n in sizes if n not in full and run.has(f"dist1_x100_ddm_n{n}", f"dist1_x100_random_n{n}")]
     for n in located:
         lines.append(f"- {n}/class (Dist1 protocol only: located clusters retrained): Dist1 x100 of the located "
-                     f"cluster, the paper's DDM {_n(run[f'dist1_x100_ddm_n{n}'])}, DDM + soft labels "
+                     f"cluster, the paper's DDM {_n(run[f'dist1_x100_ddm_n{n}'])}, DDM+ (ours, soft labels) "
                      f"{_n(run[f'dist1_x100_ddm_soft_n{n}'])}, TracIn-style {_n(run[f'dist1_x100_tracin_n{n}'])}, "
                      f"random choice {_n(run[f'dist1_x100_random_n{n}'])}"
                      + (f"; nothing removed under another data order {_n(run[f'dist1_x100_order_n{n}'])}"

@@ -3,7 +3,7 @@
 Three measurements, all against what exact retraining would give:
 
 - **Table 4, everything at once.** theta_tau fine-tuned on a whole synset (every cluster deleted:
-  the exact answer is theta_0 itself), for DDM, our soft-label variant and, as a control, the
+  the exact answer is theta_0 itself), for DDM, DDM+ (ours, soft labels) and, as a control, the
   plain gradient-matching synset. The paper's own DDM-match row is measured the paper's way:
   its synset is matched to the *start* of training, so theta_0 is *trained* on it and the
   accuracy it reaches is DDM-match's Acc_tau (:func:`train_on_synset`).
@@ -115,7 +115,7 @@ METHOD_LABELS = {
     UNCHANGED: "target unchanged (do nothing)",
     DDM: "DDM fine-tune (paper: lr = training lr)",
     DDM_SLOW: "DDM fine-tune, lr / 10",
-    SOFT: "DDM + soft labels (ours)",
+    SOFT: "DDM+ (ours, soft labels)",
     RANDOM_OTHER: "random choice: another cluster's DDM synset",
     ASCENT: "gradient ascent on the real cluster",
     NOISE: "noise floor: exact retrain, another data order",
@@ -134,7 +134,7 @@ class Result(ChapterResult):
     acc_match_finetune: float = headline(
         "Acc after fine-tuning theta_tau on the whole synset, DDM-match (ours, previous protocol) (%)", digits=3)
     acc_soft_finetune: float = headline(
-        "Acc after fine-tuning theta_tau on the whole synset, DDM + soft labels (ours) (%)", digits=3)
+        "Acc after fine-tuning theta_tau on the whole synset, DDM+ (ours, soft labels) (%)", digits=3)
     acc_match_start: float = headline("DDM-match the paper's way: Acc_0, the network its training starts from (%)",
                                       digits=3, note="theta_0 itself: the GM synset is matched to the start")
     acc_match_trained: float = headline("DDM-match the paper's way: Acc_tau, theta_0 trained on the GM synset (%)",
@@ -143,7 +143,7 @@ class Result(ChapterResult):
     # Fig. 7: share of clusters where each method is closer to exact unlearning than doing nothing
     closer_ddm: float = headline("clusters where DDM is closer to exact than no change (%)", digits=3)
     closer_ddm_slow: float = headline("clusters where DDM lr / 10 is closer to exact than no change (%)", digits=3)
-    closer_soft: float = headline("clusters where DDM + soft labels (ours) is closer to exact than no change (%)",
+    closer_soft: float = headline("clusters where DDM+ (ours, soft labels) is closer to exact than no change (%)",
                                   digits=3)
     closer_random_other: float = headline(
         "clusters where another cluster's synset is closer to exact than no change (%)", digits=3)
@@ -154,7 +154,7 @@ class Result(ChapterResult):
     # Fig. 7: mean distance to the exact unlearned model over clusters
     distance_ddm: float = headline("mean distance to exact x100, DDM (1 cluster)", digits=3)
     distance_ddm_slow: float = headline("mean distance to exact x100, DDM lr / 10 (1 cluster)", digits=3)
-    distance_soft: float = headline("mean distance to exact x100, DDM + soft labels, ours (1 cluster)", digits=3)
+    distance_soft: float = headline("mean distance to exact x100, DDM+ (ours, soft labels) (1 cluster)", digits=3)
     distance_random_other: float = headline(
         "mean distance to exact x100, random other cluster's synset (1 cluster)", digits=3)
     distance_ascent: float = headline("mean distance to exact x100, gradient ascent on real cluster (1 cluster)",
@@ -216,7 +216,7 @@ def _accuracy_table(acc: dict[str, float], steps: int, finetune_steps: int) -> p
          f"theta_0 end reached by {finetune_steps} fine-tuning steps (Eq. 9)"),
         ("DDM-match, our previous protocol: theta_tau fine-tuned on the GM synset", acc["match_finetune"],
          acc["target"], f"theta_0 end reached by {finetune_steps} fine-tuning steps (a control)"),
-        ("DDM + soft labels (ours): theta_tau fine-tuned on the whole synset", acc["soft"], acc["target"],
+        ("DDM+ (ours, soft labels): theta_tau fine-tuned on the whole synset", acc["soft"], acc["target"],
          f"theta_0 end reached by {finetune_steps} fine-tuning steps"),
     ]
     return pd.DataFrame(rows, columns=["route", "accuracy at the theta_0 end (%)", "accuracy at the theta_tau end (%)",
@@ -523,7 +523,7 @@ def _erasing(run: RunNumbers) -> list[str]:
     extras = []
     if run.has("acc_soft_finetune"):
         soft_drop = acct - run["acc_soft_finetune"]
-        extras.append(f"our soft-label synset leaves {_pct(run['acc_soft_finetune'])}, "
+        extras.append(f"DDM+ (ours, soft labels) leaves {_pct(run['acc_soft_finetune'])}, "
                       f"{_points_below(soft_drop)} ({'erasing' if soft_drop > erases else 'not erasing'})")
     if run.has("acc_match_finetune"):
         match_drop = acct - run["acc_match_finetune"]
