@@ -149,6 +149,17 @@ def test_ddm_losing_to_random_everywhere_is_said() -> None:
     assert "for 0 of 4 targets" in text and "alike in being wrong" in text
 
 
+def test_ddm_plus_is_read_against_random_and_the_papers_ddm() -> None:
+    plus = {f"spearman_plus_{a}": 0.6 for a in chapter.ARMS}
+    plus[f"spearman_plus_{chapter.ARMS[0]}"] = 0.03
+    text = _reading(**plus)
+    assert f"DDM+ (ours, soft labels) reaches {chapter.ARM_LABELS[chapter.ARMS[0]]} +0.03" in text
+    n = len(chapter.ARMS)
+    assert f"above random choice by more than 0.05 for {n - 1} of {n} targets, above the paper's DDM for {n - 1}." \
+        in text
+    assert "DDM+" not in _reading()
+
+
 def test_ddm_working_under_some_initialisations_only_is_said() -> None:
     text = _reading(spearman_ddm_normal=0.0)
     assert "for 3 of 4 targets" in text and "comes and goes with the start" in text
