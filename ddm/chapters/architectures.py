@@ -29,8 +29,8 @@ import torch
 
 from ddm import datasets, evaluation, paper
 from ddm.chapters.attribution import BATCH_LABEL, BATCH_SIZE
-from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, result_class, table,
-                               verdict_for)
+from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, plus_reading,
+                               result_class, table, verdict_for)
 from ddm.clustering import Clustering
 from ddm.config import ExperimentConfig
 from ddm.evaluation import MethodScores
@@ -86,10 +86,10 @@ PROFILE_SETTINGS = {
                              "four of the ConvNet's): 703 at the profile's K = 100, several hours of a 2-core CPU "
                              "per data set, against 143 at K = 20"),
     "ci": datasets.ProfileSettings(
-        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 50},
+        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 30},
         reason="four networks, each with its own exact leave-one-cluster-out retraining and three of them with a "
                "noise floor, cost 7K + 3 exact retrains, and the ci book gives a chapter a few minutes: one "
-               "cluster per class (K = 10) of 50 images per class makes 73 small retrains"),
+               "cluster per class (K = 10) of 30 images per class makes 73 small retrains"),
     "quick": fewer_clusters(1, "four networks, each with its own exact leave-one-cluster-out retraining and three of "
                                "them with a noise floor, cost 7K + 3 exact retrains: 353 at the profile's K = 50, "
                                "against 73 at K = 10, which keeps the chapter within a few minutes"),
@@ -507,14 +507,7 @@ def _against_exact(run: RunNumbers) -> list[str]:
              "what deleting a cluster does." if not beats else
              f" ({_names(beats)})." if len(beats) < len(shown) else ".")
     lines = [line]
-    plus = [a for a in shown if run.has(f"spearman_plus_{a}")]
-    if plus:
-        listing = ", ".join(f"{ARCH_LABELS[a]} {run[f'spearman_plus_{a}']:+.2f}" for a in plus)
-        plus_beats = [a for a in plus if run[f"spearman_plus_{a}"] > run[f"spearman_random_{a}"] + BAND]
-        better = [a for a in plus if run[f"spearman_plus_{a}"] > run[f"spearman_ddm_{a}"] + BAND]
-        lines.append(f"  DDM+ (ours, soft labels) reaches {listing}: above random choice by more than {BAND:g} for "
-                     f"{len(plus_beats)} of {len(plus)} networks ({_names(plus_beats)}), above the paper's DDM for "
-                     f"{len(better)} ({_names(better)}).")
+    lines += plus_reading(run, {a: ARCH_LABELS[a] for a in shown}, BAND, "networks")
     batch = [a for a in shown if run.has(f"batch_spearman_{a}")]
     if batch:
         listing = ", ".join(f"{ARCH_LABELS[a]} {run[f'batch_spearman_{a}']:+.2f}" for a in batch)

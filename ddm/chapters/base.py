@@ -166,6 +166,26 @@ def verdict_for(reading: Callable[[RunNumbers], list[str]], result: ChapterResul
     return "\n\n".join(parts)
 
 
+def plus_reading(run: RunNumbers, labels: Mapping[str, str], band: float, noun: str) -> list[str]:
+    """One indented verdict line reading DDM+ (ours) against random choice and the paper's DDM for
+    every arm of ``labels`` (arm key -> name) whose ``spearman_plus_<arm>``,
+    ``spearman_random_<arm>`` and ``spearman_ddm_<arm>`` the run holds; ``band`` is the margin
+    that counts as a difference, ``noun`` what the arms are ("networks"). [] when none is there."""
+    shown = [a for a in labels if run.has(f"spearman_plus_{a}", f"spearman_random_{a}", f"spearman_ddm_{a}")]
+    if not shown:
+        return []
+
+    def names(arms: Sequence[str]) -> str:
+        return ", ".join(labels[a] for a in arms) or "none"
+
+    listing = ", ".join(f"{labels[a]} {run[f'spearman_plus_{a}']:+.2f}" for a in shown)
+    beats = [a for a in shown if run[f"spearman_plus_{a}"] > run[f"spearman_random_{a}"] + band]
+    better = [a for a in shown if run[f"spearman_plus_{a}"] > run[f"spearman_ddm_{a}"] + band]
+    return [f"  DDM+ (ours, soft labels) reaches {listing}: above random choice by more than {band:g} for "
+            f"{len(beats)} of {len(shown)} {noun} ({names(beats)}), above the paper's DDM for {len(better)} "
+            f"({names(better)})."]
+
+
 # ------------------------------------------------------------------------------------------ setup
 def open_experiment(profile: str = "quick", data_root: str | Path | None = None, dataset: str | None = None,
                     overrides: Mapping[str, Any] | None = None, cache_root: str | Path | None = None,

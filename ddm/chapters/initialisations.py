@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from ddm import datasets, evaluation
 from ddm.book import format_number
 from ddm.chapters.attribution import BATCH_LABEL, BATCH_SIZE
-from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, result_class, table,
-                               verdict_for)
+from ddm.chapters.base import (ChapterResult, RunNumbers, detail, fewer_clusters, headline, plus_reading,
+                               result_class, table, verdict_for)
 from ddm.clustering import Clustering
 from ddm.config import ExperimentConfig
 from ddm.evaluation import MethodScores
@@ -478,14 +478,7 @@ def _against_exact(run: RunNumbers) -> list[str]:
         line += (" Under every initialisation it stays below exact retraining's agreement with itself under "
                  "another data order.")
     lines = [line]
-    plus = [a for a in shown if run.has(f"spearman_plus_{a}")]
-    if plus:
-        listing = ", ".join(f"{ARM_LABELS[a]} {run[f'spearman_plus_{a}']:+.2f}" for a in plus)
-        plus_beats = [a for a in plus if run[f"spearman_plus_{a}"] > run[f"spearman_random_{a}"] + BAND]
-        better = [a for a in plus if run[f"spearman_plus_{a}"] > run[f"spearman_ddm_{a}"] + BAND]
-        lines.append(f"  DDM+ (ours, soft labels) reaches {listing}: above random choice by more than {BAND:g} "
-                     f"for {len(plus_beats)} of {len(plus)} targets, above the paper's DDM for {len(better)}.")
-    return lines
+    return lines + plus_reading(run, {a: ARM_LABELS[a] for a in shown}, BAND, "targets")
 
 
 def _accuracy(run: RunNumbers) -> list[str]:
