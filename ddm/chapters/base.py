@@ -36,6 +36,11 @@ from ddm.experiment import Experiment
 _MISSING = dataclasses.MISSING
 
 
+NOT_RECORDED_NOTE = "added after the cpu records were made: measured in this run only (make record adds it)"
+"""The note of a headline field a chapter names in its ``NOT_YET_RECORDED``: a measurement added
+after the chapter's records, which ``tests/test_results.py`` lets them lack until they are re-made."""
+
+
 def headline(label: str, *, digits: int = 3, default: Any = _MISSING, note: str = "") -> Any:
     """A headline number of a chapter: recorded, shown in the tables under ``label``, read by verdicts.
 
