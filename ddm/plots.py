@@ -298,7 +298,10 @@ def harmful_removal(curves: pd.DataFrame, floor: tuple[float, float], provenance
     labels = list(dict.fromkeys(curves["ranking"]))
     kinds = curves.groupby("ranking", sort=False)["kind"].first()
     coloured = [name for name in labels if kinds[name] != "most helpful first"]
-    colours = dict(zip(coloured, sns.color_palette("tab10", len(coloured))))
+    # tab10 without its grey (index 7), which the "most helpful first" controls and the band use
+    palette = [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 7]
+    colours = dict(zip(coloured, palette[:len(coloured)] if len(coloured) <= len(palette)
+                       else sns.color_palette("husl", len(coloured))))
     colours.update(zip([n for n in labels if n not in colours], ["0.3", "0.6", "0.45", "0.75"]))
     for name in labels:
         by_share = curves[curves["ranking"] == name].groupby("asked (%)")["test accuracy (%)"]

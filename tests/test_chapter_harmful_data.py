@@ -1,6 +1,6 @@
 """Chapter 05 (ddm.chapters.harmful_data): the paper's Table 3 values, the influence-function
-rankings on planted predictions, every verdict threshold on both sides with planted numbers, and
-run() on a tiny digits experiment."""
+rankings on planted predictions, every verdict threshold on both sides with planted numbers (DDM+,
+ours, included), and run() on a tiny digits experiment."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ddm.chapters import harmful_data as chapter
 from ddm.chapters.base import RunNumbers
 from ddm.config import get_profile
 from ddm.experiment import Experiment
+from ddm.variants import DDM_PLUS, distill_variants
 
 from fixtures_core import DATA_ROOT, one_thread, single_thread  # noqa: F401
 
@@ -42,6 +43,7 @@ def test_paper_values_are_table3_rows_keyed_by_headline_fields() -> None:
     assert values["acc_if_20"] == 81.5 and values["acc_fastif_50"] == 74.0 and values["acc_scaleup_1"] == 96.0
     keys = ("ddm", "random", "if", "fastif", "scaleup")
     assert set(values) == {"acc_target"} | {f"acc_{k}_{x}" for k in keys for x in chapter.FRACTIONS}
+    assert not any("ddm_plus" in name for name in values)                 # DDM+ is ours: no paper column
     assert chapter.paper_values("cifar10") == {} and chapter.paper_values("cifar100") == {}
 
 
@@ -51,7 +53,19 @@ def test_paper_curves_for_mnist_and_unpaired_data_only() -> None:
     assert curves[chapter.RANKING_LABELS["random"]] == {1: 95.8, 10: 92.8, 20: 74.6, 50: 65.9}
     assert curves[chapter.RANKING_LABELS["scaleup"]] == {1: 96.0, 10: 95.2, 20: 82.9, 50: 73.3}
     assert set(curves) == {chapter.RANKING_LABELS[k] for k in ("ddm", "random", "if", "fastif", "scaleup")}
+    assert chapter.RANKING_LABELS["ddm_plus"] not in curves                 # DDM+ is ours: no paper curve
     assert chapter.paper_curves("cifar10-jpeg") == {}
+
+
+def test_ddm_plus_is_a_harmful_first_ranking_of_its_own_marked_ours() -> None:
+    assert set(chapter.RANKING_KINDS) == set(chapter.RANKING_LABELS)
+    assert chapter.RANKING_LABELS["ddm_plus"] == "DDM+ (ours)"
+    assert chapter.RANKING_KINDS["ddm_plus"] == "harmful first"
+    # third: the figure colours rankings in this order, so DDM stays blue, random orange, DDM+ green
+    assert list(chapter.RANKING_LABELS)[:3] == ["ddm", "random", "ddm_plus"]
+    for x in chapter.FRACTIONS:
+        field = next(f for f in dataclasses.fields(chapter.Result) if f.name == f"acc_ddm_plus_{x}")
+        assert field.default is None and "DDM+" in HEADLINES[field.name] and "ours" in HEADLINES[field.name]
 
 
 def test_influence_rankings_are_table3s_rows() -> None:
@@ -183,6 +197,33 @@ def test_verdict_sets_ddm_against_each_influence_function() -> None:
     assert "beats the influence functions" not in reading(**common, acc_ddm_10=93.0)
 
 
+def test_verdict_reads_ddm_plus_against_ddm_and_random() -> None:
+    # floor 1, spreads 0 and 4 (threshold 2 at 20%)
+    common = dict(acc_target=95.0, acc_noise_floor=94.0, acc_random_10=90.0, spread_random_10=0.0,
+                  acc_random_20=80.0, spread_random_20=4.0, acc_ddm_10=91.0, acc_ddm_20=79.0)
+    better = reading(**common, acc_ddm_plus_10=93.0, acc_ddm_plus_20=80.5)
+    assert "**DDM+ (ours, soft labels; not in the paper).**" in better
+    assert ("Against the paper's DDM it is clearly better at 1 of 2 shares (10%) and clearly worse at 0 (none); "
+            "DDM+ − DDM, in points: 10%: +2.0 (threshold 1.0); 20%: +1.5 (threshold 2.0)") in better
+    assert ("Against a random order it is clearly better at 1 of 2 shares (10%) and clearly worse at 0 (none); "
+            "DDM+ − random, in points: 10%: +3.0 (threshold 1.0); 20%: +0.5 (threshold 2.0).") in better
+    assert "Here DDM+ improves on the paper's DDM." in better
+    worse = reading(**common, acc_ddm_plus_10=89.5, acc_ddm_plus_20=76.5)
+    assert "it is clearly better at 0 of 2 shares (none) and clearly worse at 2 (10%, 20%); DDM+ − DDM" in worse
+    assert "Here DDM+ falls behind the paper's DDM." in worse
+    same = reading(**common, acc_ddm_plus_10=91.5, acc_ddm_plus_20=79.0)
+    assert "Here DDM+ is not clearly different from the paper's DDM." in same
+    mixed = reading(**common, acc_ddm_plus_10=93.0, acc_ddm_plus_20=76.0)
+    assert "Against the paper's DDM the outcome is mixed." in mixed
+    # DDM not measured: only the comparison with random, and no summary against DDM
+    alone = reading(acc_target=95.0, acc_noise_floor=94.0, acc_random_10=90.0, spread_random_10=0.0,
+                    acc_ddm_plus_10=93.0)
+    assert "Against a random order it is clearly better at 1 of 1 shares (10%)" in alone
+    assert "paper's DDM" not in alone
+    # the runs recorded before DDM+ (no DDM+ numbers): no line
+    assert "DDM+" not in reading(**common)
+
+
 def test_verdict_copes_with_numbers_that_were_not_measured() -> None:
     assert chapter._reading(planted()) == []
     only_target = reading(acc_target=95.0)
@@ -215,6 +256,9 @@ def test_run_measures_every_headline_and_its_tables_agree(tiny) -> None:
     assert list(table.columns) == (["0% removed"] + [f"{x}% removed" for x in chapter.FRACTIONS]
                                    + [chapter.SECONDS_COLUMN])
     assert table.loc[chapter.RANKING_LABELS["ddm"], "10% removed"] == result.acc_ddm_10
+    assert [table.loc[chapter.RANKING_LABELS["ddm_plus"], f"{x}% removed"] for x in chapter.FRACTIONS] == [
+        getattr(result, f"acc_ddm_plus_{x}") for x in chapter.FRACTIONS]
+    assert np.isnan(table.loc[chapter.RANKING_LABELS["ddm_plus"], chapter.SECONDS_COLUMN])
     # the influence rows: their accuracy and what ranking cost, beside the others
     for key in chapter.INFLUENCE_RANKINGS:
         row = table.loc[chapter.RANKING_LABELS[key]]
@@ -236,3 +280,24 @@ def test_run_measures_every_headline_and_its_tables_agree(tiny) -> None:
     assert len(result.removed_table) == len(chapter.RANKING_LABELS) - 1 + 2     # random: one row per seed
     assert chapter.verdict(result).startswith("**Profile `quick`")
     assert "**Scaleup (Table 3's row).**" in chapter.verdict(result)
+    assert "**DDM+ (ours, soft labels; not in the paper).**" in chapter.verdict(result)
+
+
+def test_ddm_plus_row_retrains_what_its_own_synset_ranks_most_harmful(tiny) -> None:
+    """DDM+ goes through DDM's protocol: Supp. Eq. 14 on its soft-label synset's leave-one-cluster-out
+    fine-tunes, the shortest harmful-first prefix of clusters, an exact retrain, the held-out half."""
+    exp, result = tiny
+    plus = distill_variants(exp, (DDM_PLUS,))[DDM_PLUS]
+    assert plus.label_logits is not None                                    # soft labels: not the paper's synset
+    clustering = exp.clusters()
+    val, held = removal.validation_split(len(exp.test), seed=exp.config.eval.seed)
+    order = chapter.synset_order(exp, plus, clustering.num_clusters, exp.test.images[val], exp.test.labels[val])
+    rows = result.curves[result.curves["key"] == "ddm_plus"].set_index("asked (%)")
+    assert sorted(rows.index) == list(chapter.FRACTIONS) and rows["seed"].isna().all()
+    for x in (1, 20):
+        chosen = removal.clusters_for_fraction(order, clustering.sizes(), x / 100)
+        logits = exp.exact_retrain_logits([chosen], clustering)[0, held]
+        expected = (logits.argmax(1) == exp.test.labels[held]).float().mean().item() * 100
+        assert rows.loc[x, "clusters removed"] == len(chosen)
+        assert rows.loc[x, "test accuracy (%)"] == pytest.approx(expected)
+        assert getattr(result, f"acc_ddm_plus_{x}") == pytest.approx(expected)

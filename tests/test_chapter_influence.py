@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddm import paper
+from ddm import book, paper
 from ddm.chapters import base, influence as chapter
 
 from fixtures_core import one_thread, single_thread  # noqa: F401
@@ -15,8 +15,8 @@ TINY = {"data.train_per_class": 30, "data.test_per_class": 10, "model.width": 8,
         "online.finetune_steps": 4, "eval.n_test_points": 5, "eval.lds_masks": 5,
         "influence.lissa_depth": 50, "influence.arnoldi_iterations": 15, "influence.arnoldi_rank": 5,
         "influence.fastif_neighbours": 20}
-ON_CLUSTERS = ("random", "predict", "clustering", "ddm_match", "ddm", "if", "lissa", "fastif", "scaleup",
-               "tracin", "trak")
+ON_CLUSTERS = ("random", "predict", "clustering", "ddm_match", "ddm", "ddm_plus", "if", "lissa", "fastif",
+               "scaleup", "tracin", "trak")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,21 @@ def test_run_on_tiny_digits_measures_every_field(result) -> None:
     missing = sorted(k for k, v in numbers.items() if v is None)
     assert not missing, f"not measured: {missing}"
     assert 1 <= result.retrains_ddm_wo_cluster <= 20 + 1
-    assert list(result.table1.index) == [chapter.LABELS[s] for s in (*chapter.TABLE1, "exact", "noise")]
+    assert list(result.table1.index) == [chapter.LABELS[s] for s in (*chapter.TABLE1, "ddm_plus", "exact", "noise")]
     assert list(result.table2.index) == [chapter.LABELS[s] for s in
-                                         (*chapter.TABLE2, *chapter.BEYOND_PAPER, "exact", "noise")]
+                                         (*chapter.TABLE2, "ddm_plus", *chapter.BEYOND_PAPER, "exact", "noise")]
+
+
+def test_ddm_plus_sits_beside_the_papers_rows_with_no_paper_value(result) -> None:
+    # DDM+ is ours: never one of the paper's rows, and its paper cells stay blank in both tables.
+    assert "ddm_plus" not in (*chapter.TABLE1, *chapter.TABLE2, *chapter.PAPER_TABLE1, *chapter.PAPER_TABLE2)
+    assert "ours" in chapter.LABELS["ddm_plus"]
+    for frame in (result.table1, result.table2):
+        row = frame.loc[chapter.LABELS["ddm_plus"]]
+        assert all(row[c] == book.BLANK for c in frame.columns if c.startswith("paper"))
+        assert row["Dist1 x100 (± spread over draws)"] != book.BLANK
+    for key in ("mnist", "cifar10", "cifar100"):
+        assert not any(k.endswith("ddm_plus") for k in chapter.paper_values(key))
 
 
 def test_exact_retrainings_own_pick_bounds_every_method_on_the_same_clusters(result) -> None:
@@ -61,7 +73,7 @@ def test_spread_is_the_standard_deviation_of_the_draws(result) -> None:
 
 
 def test_every_method_is_timed(result) -> None:
-    for suffix in ("ddm", "if", "lissa", "fastif", "scaleup", "tracin", "trak"):
+    for suffix in ("ddm", "ddm_plus", "if", "lissa", "fastif", "scaleup", "tracin", "trak"):
         assert getattr(result, f"seconds_{suffix}") > 0
         assert getattr(result, f"peak_mb_{suffix}") >= 0
 
@@ -148,6 +160,34 @@ def test_verdict_says_when_even_the_best_pick_is_below_the_noise() -> None:
 def test_verdict_flags_a_pick_that_ignores_the_test_image() -> None:
     assert "the same cluster whatever the test image" in _text(same_pick_pct_ddm=100.0, same_pick_pct_exact=20.0)
     assert "Its picks vary with the test image" in _text(same_pick_pct_ddm=30.0, same_pick_pct_exact=20.0)
+
+
+def test_verdict_reads_ddm_plus_against_the_papers_ddm_and_random_choice() -> None:
+    plus = dict(dist1_x100_ddm_plus=12.0, dist1_sd_ddm_plus=0.5, spearman_ddm_plus=0.52)
+    text = _text(**plus)
+    line = next(li for li in text.split("\n") if li.startswith("* **DDM+ (ours"))
+    assert "moves the output by 12.00 ± 0.50 (Dist1 x100)" in line
+    # gap 2.0 > SPREADS_APART x (0.5 + 0.5); gap 10.0 to random
+    assert "above the paper's DDM (10.00 ± 0.50; gap +2.00, spreads 1.00)" in line
+    assert "above random choice (2.00 ± 0.50; gap +10.00, spreads 1.00)" in line
+    # Spearman 0.52 against 0.50: within SPEARMAN_BAND
+    assert "DDM+ reaches +0.52: indistinguishable from the paper's DDM (+0.50) and above random choice (+0.00)" in line
+    # Within the spreads, and clearly below.
+    assert "not distinguishable from the paper's DDM" in _text(**{**plus, "dist1_x100_ddm_plus": 10.9})
+    assert "below the paper's DDM" in _text(**{**plus, "dist1_x100_ddm_plus": 8.9})
+    assert "below the paper's DDM (+0.50)" in _text(**{**plus, "spearman_ddm_plus": 0.4})
+    # One number without the other: only that half is read.
+    only_dist1 = _text(dist1_x100_ddm_plus=12.0, dist1_sd_ddm_plus=0.5)
+    assert "above the paper's DDM" in only_dist1 and "DDM+ reaches" not in only_dist1
+    assert "DDM+ reaches +0.52" in _text(spearman_ddm_plus=0.52)
+
+
+def test_verdict_says_nothing_of_ddm_plus_when_it_was_not_measured() -> None:
+    # The recorded cpu runs were made without DDM+.
+    assert "DDM+" not in _text()
+    for run in base.recorded_runs(chapter.CHAPTER, "quick"):
+        text = "\n".join(chapter._reading(run))
+        assert ("DDM+ (ours" in text) == (run.has("dist1_x100_ddm_plus") or run.has("spearman_ddm_plus"))
 
 
 def test_same_pick_share_is_measured_from_the_picks(result) -> None:

@@ -1,16 +1,19 @@
 """Chapter 13 (ddm.chapters.noisy_data): Table 6's values, the detection bar by hand, every verdict
-threshold on planted numbers, and run() on a tiny digits experiment: every headline measured, the
-noisy images recorded and the detection scores recomputed from what was removed."""
+threshold on planted numbers, and run() on a tiny digits experiment: every headline measured (DDM+,
+ours, too), the noisy images recorded and the detection scores recomputed from what was removed."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from ddm import noise, paper, removal
-from ddm.chapters import base, noisy_data as chapter
+from ddm.chapters import base, harmful_data, noisy_data as chapter
 from ddm.chapters.base import RunNumbers
+from ddm.variants import DDM_PLUS, PAPER_DDM, distill_variants
 
 from fixtures_core import one_thread, single_thread  # noqa: F401
 
@@ -39,6 +42,23 @@ def test_paper_values_are_table6_rows_for_any_data_set() -> None:
     assert paper.TABLE6["Random"][0] == paper.TABLE6["DDM"][0] == 78.4
     assert chapter.NOISE_FRACTION == 0.2 and paper.TABLE6_NOISE["norm"] == 0.1
     assert chapter.paper_curves()[chapter.RANKING_LABELS["ddm"]] == {10: 82.0, 20: 79.3, 30: 73.6, 40: 70.1}
+    assert not any("plus" in name for name in values)                # DDM+ is ours: Table 6 has no row for it
+
+
+def test_ddm_plus_is_ours_and_its_numbers_may_be_absent() -> None:
+    """The cpu records predate DDM+: every DDM+ field is named not yet recorded, defaults to None,
+    says so on the page and says it is ours; every other ranking's stays required."""
+    fields = chapter.Result.__dataclass_fields__
+    plus = {name for name in HEADLINES if f"_{chapter.PLUS}_" in name}
+    assert len(plus) == 4 * len(chapter.FRACTIONS)                   # accuracy, precision, recall, removed
+    assert chapter.NOT_YET_RECORDED == plus
+    for name in plus:
+        assert fields[name].default is None, name
+        assert chapter.Result.headline_notes()[name] == base.NOT_RECORDED_NOTE
+        assert "DDM+ ranking (ours, soft labels; not the paper's)" in HEADLINES[name]
+    assert fields["acc_ddm_10"].default is dataclasses.MISSING
+    assert chapter.RANKING_LABELS[chapter.PLUS] == "DDM+ (ours)"
+    assert chapter.ROW_ORDER[:2] == ("ddm", chapter.PLUS) and set(chapter.ROW_ORDER) == set(chapter.RANKING_LABELS)
 
 
 # ------------------------------------------------------------------------------------------ verdict
@@ -68,6 +88,27 @@ def test_ddm_against_random_must_exceed_the_floor_and_half_the_spread() -> None:
     assert "at 0 of 1 shares (none)" in spread and "threshold 2.0" in spread
     worse = reading(**common, acc_ddm_20=67.0, spread_random_20=0.0)
     assert "clearly worse at 1 (20%)" in worse
+
+
+def test_ddm_plus_is_read_against_random_and_the_papers_ddm() -> None:
+    common = dict(acc_target=80.0, acc_noise_floor=79.0, acc_random_20=70.0, spread_random_20=0.0,
+                  acc_ddm_20=71.5)                                             # floor 1
+    better = reading(**common, acc_ddm_plus_20=74.0)                          # +4.0 on random, +2.5 on DDM
+    assert "**DDM+ (ours, soft labels; not the paper's method, no row in Table 6).**" in better
+    assert "Against random removal it is clearly better at 1 of 1 shares (20%) and clearly worse at 0 (none)" in better
+    assert ("Against the paper's DDM it is clearly better at 1 of 1 shares (20%) and clearly worse at 0 (none); "
+            "DDM+ − DDM, in points: 20%: +2.5 (threshold 1.0).") in better
+    worse = reading(**common, acc_ddm_plus_20=69.0)                           # -1.0 on random, -2.5 on DDM
+    assert "Against random removal it is clearly better at 0 of 1 shares (none) and clearly worse at 0 (none)" in worse
+    assert "Against the paper's DDM it is clearly better at 0 of 1 shares (none) and clearly worse at 1 (20%)" in worse
+    spread = reading(**{**common, "spread_random_20": 6.0}, acc_ddm_plus_20=74.0)   # threshold 3.0: random only
+    assert "Against random removal it is clearly better at 1 of 1" in spread
+    assert "Against the paper's DDM it is clearly better at 0 of 1 shares (none)" in spread
+    only_ddm = reading(acc_ddm_30=60.0, acc_ddm_plus_30=70.0)                # no random order measured
+    assert "Against random removal" not in only_ddm and "30%: +10.0 (threshold 0.0)" in only_ddm
+    assert "DDM+" not in reading(**common)                                    # a record made before DDM+
+    found = reading(noisy_share=20.0, train_images=1000, removed_ddm_plus_10=10.0, precision_ddm_plus_10=30.0)
+    assert "DDM+ (ours): above chance at 1 of 1 shares (10%); precision 10%: 30% (bar 28%)" in found
 
 
 def test_what_the_noise_costs_is_judged_against_the_floor() -> None:
@@ -135,6 +176,10 @@ def test_run_measures_every_headline(result) -> None:
         for key in chapter.RANKING_LABELS:
             assert numbers[f"removed_{key}_{x}"] >= x                       # whole clusters: at least the share
     assert result.seconds_if > 0
+    assert set(result.curves["key"]) == set(chapter.RANKING_LABELS)
+    plus = result.curves[result.curves["key"] == chapter.PLUS]
+    assert len(plus) == len(chapter.FRACTIONS) and set(plus["ranking"]) == {"DDM+ (ours)"}
+    assert all(numbers[f"acc_ddm_plus_{x}"] is not None for x in chapter.FRACTIONS)
 
 
 def test_the_noisy_images_are_recorded_and_the_scores_recomputed(experiment, result) -> None:
@@ -152,6 +197,18 @@ def test_the_noisy_images_are_recorded_and_the_scores_recomputed(experiment, res
     assert result.precision_oracle_10 == pytest.approx(100 * (taken & mask).sum() / taken.sum())
     assert result.recall_oracle_10 == pytest.approx(100 * (taken & mask).sum() / mask.sum())
     assert result.precision_oracle_10 >= max(result.precision_random_10, 20.0)
+    # DDM+ (ours) and the paper's DDM: one objective (chapter 05's Supp. Eq. 14) on two synsets; recompute
+    # DDM+'s first removal's precision and recall from its order
+    val_idx, _ = removal.validation_split(len(noisy.test), seed=noisy.config.eval.seed)
+    synsets = distill_variants(noisy, (PAPER_DDM, DDM_PLUS))
+    orders, _ = harmful_data.rankings(noisy, synsets[PAPER_DDM], clustering, val_idx, ())
+    x, y = noisy.test.images[val_idx], noisy.test.labels[val_idx]
+    assert np.array_equal(harmful_data.synset_order(noisy, synsets[PAPER_DDM], 20, x, y), orders["ddm"])
+    plus = harmful_data.synset_order(noisy, synsets[DDM_PLUS], 20, x, y)
+    assert sorted(plus.tolist()) == list(range(20))
+    taken = np.isin(clustering.assignment.numpy(), removal.clusters_for_fraction(plus, clustering.sizes(), 0.1))
+    assert result.precision_ddm_plus_10 == pytest.approx(100 * (taken & mask).sum() / taken.sum())
+    assert result.recall_ddm_plus_10 == pytest.approx(100 * (taken & mask).sum() / mask.sum())
     # the random row is the mean of the seeds
     seeds = result.curves[(result.curves["key"] == "random") & (result.curves["asked (%)"] == 30)]
     assert len(seeds) == 2 and result.recall_random_30 == pytest.approx(seeds["recall (%)"].mean())
@@ -165,12 +222,28 @@ def test_tables_figures_and_verdict(result) -> None:
     assert table.iloc[0]["0% removed"] == result.acc_clean
     assert table.loc[chapter.RANKING_LABELS["exact"], "0% removed"] == result.acc_target
     assert len(result.detection_table) == len(chapter.RANKING_LABELS) + 1          # and the chance row
-    shown = chapter.beside_paper(result)
-    assert list(shown[chapter.PAPER_LABEL]) == ["78.4", "82.0", "79.3", "73.6", "70.1", "70.5", "68.8", "61.3", "55.7"]
+    ddm_row = list(table.index).index(chapter.RANKING_LABELS["ddm"])
+    assert table.index[ddm_row + 1] == "DDM+ (ours)"
+    assert table.loc["DDM+ (ours)", "40% removed"] == result.acc_ddm_plus_40
+    assert list(result.detection_table.index)[2] == "DDM+ (ours)"                 # below chance and DDM
+    # DDM+'s rows sit below DDM's, their paper cells blank; a record made before DDM+ shows blanks
+    before = planted(acc_target=80.0, acc_ddm_10=81.0)
+    shown = chapter.beside_paper(result, [before])
+    assert list(shown[chapter.PAPER_LABEL]) == ["78.4", "82.0", "79.3", "73.6", "70.1", "", "", "", "",
+                                                "70.5", "68.8", "61.3", "55.7"]
+    plus_rows = [HEADLINES[f"acc_ddm_plus_{x}"] for x in chapter.FRACTIONS]
+    assert list(shown.index[5:9]) == plus_rows
+    assert all(shown.loc[plus_rows].iloc[:, 0] != "") and all(shown.loc[plus_rows].iloc[:, 1] == "")
     figures = chapter.figures(result, "provenance")
     assert set(figures) == {"fig-noisy-removal", "fig-noisy-detection"}
     for fig in figures.values():
         assert fig.axes[0].get_xlabel() and fig.axes[0].get_legend_handles_labels()[1]
+        for ax in fig.axes[:2 if fig is figures["fig-noisy-detection"] else 1]:
+            colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+            assert "DDM+ (ours)" in colours                                      # its own curve, its own colour
+            others = [c for label, c in colours.items() if label != "DDM+ (ours)" and not label.startswith("_")]
+            assert colours["DDM+ (ours)"] not in others
         plt.close(fig)
-    text = chapter.verdict(result)
+    text = chapter.verdict(result, [before])
     assert text.startswith("**Profile `quick`") and "Table 6's claim" in text and "Detecting the noisy images" in text
+    assert text.count("**DDM+ (ours, soft labels") == 1                          # this run; not the old record

@@ -219,7 +219,7 @@ def test_fields_not_yet_recorded_are_headlines_said_so_on_the_page(chapter: str)
         return
     assert pending <= set(module.Result.headline_labels()), pending - set(module.Result.headline_labels())
     notes = module.Result.headline_notes()
-    assert all(notes.get(name) == NOT_RECORDED_NOTE for name in pending)
+    assert all(NOT_RECORDED_NOTE in notes.get(name, "") for name in pending)
 
 
 def test_a_noisy_configuration_is_recorded_with_its_noise(tmp_path: Path) -> None:
