@@ -24,6 +24,7 @@ CHAPTERS: dict[str, str] = {
     "09_why_ddm_fails": "ablations",
     "10_scale": "scale",
     "11_initialisations": "initialisations",
+    "12_architectures": "architectures",
     "13_noisy_data": "noisy_data",
     "14_knowledge_distillation": "transfer",
 }
