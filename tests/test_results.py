@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -200,26 +201,22 @@ def test_committed_record_is_valid(path: Path) -> None:
     record = json.loads(path.read_text())
     assert validate_record(record, path) == []
     # Its numbers are exactly the headline fields of the chapter's Result, by field name, but for
-    # those the chapter names as added after its records were made (NOT_YET_RECORDED).
+    # those the chapter marks as added after its records were made (Result.not_yet_recorded()).
     module = module_for(record["chapter"])
     fields = set(module.Result.headline_labels())
     missing, unknown = fields - set(record["numbers"]), set(record["numbers"]) - fields
-    assert not unknown and missing <= set(getattr(module, "NOT_YET_RECORDED", ())), (
+    assert not unknown and missing <= module.Result.not_yet_recorded(), (
         f"{path.name}: not recorded {sorted(missing)}, unknown {sorted(unknown)}: re-make it with make record")
     assert record["config"]["data"]["name"] == record["dataset"]
 
 
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_fields_not_yet_recorded_are_headlines_said_so_on_the_page(chapter: str) -> None:
-    """A chapter may name headline fields its records predate; each must be one of its headlines
-    and carry the note that tells the reader why the recorded column is empty."""
-    module = module_for(chapter)
-    pending = set(getattr(module, "NOT_YET_RECORDED", ()))
-    if not pending:
-        return
-    assert pending <= set(module.Result.headline_labels()), pending - set(module.Result.headline_labels())
-    notes = module.Result.headline_notes()
-    assert all(NOT_RECORDED_NOTE in notes.get(name, "") for name in pending)
+def test_fields_not_yet_recorded_default_to_not_measured(chapter: str) -> None:
+    """A field the chapter's records predate (marked by its note) defaults to None, so a page that
+    reads an older record shows it as not measured instead of failing."""
+    result = module_for(chapter).Result
+    defaults = {f.name: f.default for f in dataclasses.fields(result)}
+    assert all(defaults[name] is None for name in result.not_yet_recorded())
 
 
 def test_a_noisy_configuration_is_recorded_with_its_noise(tmp_path: Path) -> None:

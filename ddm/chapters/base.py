@@ -37,8 +37,8 @@ _MISSING = dataclasses.MISSING
 
 
 NOT_RECORDED_NOTE = "added after the cpu records were made: measured in this run only (make record adds it)"
-"""The note of a headline field a chapter names in its ``NOT_YET_RECORDED``: a measurement added
-after the chapter's records, which ``tests/test_results.py`` lets them lack until they are re-made."""
+"""The note that marks a headline field as added after the chapter's records
+(:meth:`ChapterResult.not_yet_recorded`), which ``tests/test_results.py`` lets them lack until re-made."""
 
 
 def headline(label: str, *, digits: int = 3, default: Any = _MISSING, note: str = "") -> Any:
@@ -76,6 +76,12 @@ class ChapterResult:
     def headline_labels(cls) -> dict[str, str]:
         """Field name -> label in words, for every headline field, in declaration order."""
         return {f.name: f.metadata["headline"] for f in dataclasses.fields(cls) if "headline" in f.metadata}
+
+    @classmethod
+    def not_yet_recorded(cls) -> frozenset[str]:
+        """The headline fields added after the chapter's records were made: those whose note says
+        so (:data:`NOT_RECORDED_NOTE`); ``tests/test_results.py`` lets a record lack exactly these."""
+        return frozenset(name for name, note in cls.headline_notes().items() if NOT_RECORDED_NOTE in note)
 
     @classmethod
     def headline_digits(cls) -> dict[str, int]:

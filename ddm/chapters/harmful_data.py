@@ -58,7 +58,6 @@ RANKING_LABELS = {
 }
 # DDM+'s numbers came after this chapter's cpu records (2026-12-05), which lack them until re-made.
 _PLUS_NOTE = f"ours, not the paper's method; {NOT_RECORDED_NOTE}"
-NOT_YET_RECORDED = frozenset(f"acc_ddm_plus_{f}" for f in FRACTIONS)
 RANKING_KINDS = {"ddm": "harmful first", "random": "random", "ddm_plus": "harmful first", "exact": "harmful first",
                  **{key: "harmful first" for key in INFLUENCE_RANKINGS}, "tracin": "harmful first",
                  "ddm_helpful": "most helpful first", "exact_helpful": "most helpful first"}

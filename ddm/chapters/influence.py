@@ -67,7 +67,7 @@ TABLE1 = ("random", "predict", "clustering", "ddm_wo_cluster", "ddm_match", "ddm
 TABLE2 = ("random", "if", "fastif", "scaleup", "ddm")
 BEYOND_PAPER = ("lissa", "tracin", "trak")          # influence methods the paper does not run
 # DDM+'s headline fields came after this chapter's cpu records (2026-12-05), which lack them
-# until re-made (NOT_YET_RECORDED, set below the Result).
+# until re-made (the note marks them: ChapterResult.not_yet_recorded).
 _NOT_YET = {"default": None, "note": NOT_RECORDED_NOTE}
 OURS = ("ddm_plus",)     # our extension of DDM, shown beside the paper's rows of both tables, never as one
 INFLUENCE_METHODS = {influence.IF_EXPLICIT: "if", influence.LISSA: "lissa", influence.FASTIF: "fastif",
@@ -236,9 +236,6 @@ class Result(ChapterResult):
     dist1_draws: dict[str, list[float]] = detail()     # method suffix -> Dist1 x100 of each draw
     spearman_intervals: dict[str, tuple[float, float]] = detail()
     provenance_note: str = detail(default="")
-
-
-NOT_YET_RECORDED = frozenset(name for name in Result.headline_labels() if name.endswith("_ddm_plus"))
 
 
 def _rows(picks: Picks, rows: slice) -> Picks:

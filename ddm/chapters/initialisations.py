@@ -64,8 +64,6 @@ SUFFIXES = {PAPER_DDM: "ddm", DDM_PLUS: "plus", evaluation.RANDOM: "random", eva
 METHOD_NAMES = {"ddm": "DDM (Alg. 1, the paper's method)", "plus": "DDM+ (ours, soft labels)",
                 "random": "random choice", "tracin": "TracIn-style",
                 "noise": "noise floor (exact retraining, another data order)"}
-# DDM+ came after this chapter's cpu records (2026-12-05); they lack its numbers until re-made.
-NOT_YET_RECORDED = frozenset(f"{kind}_plus_{arm}" for kind in ("spearman", "calibration") for arm in ARMS)
 # Whose attribution matrices are compared across initialisations.
 COMPARED = {"ddm": "DDM's effects", "exact": "exact retraining's effects"}
 
