@@ -85,19 +85,23 @@ def test_only_the_vit_distils_with_table5s_vit_row(experiment) -> None:
         assert config.clusters == experiment.config.clusters
         lr = experiment.config.train.lr * chapter.ARCH_LR_FACTORS.get(arch, 1.0)
         assert config.train == dataclasses.replace(experiment.config.train, lr=lr), arch
+        online_lr = experiment.config.online.finetune_lr * chapter.ARCH_LR_FACTORS.get(arch, 1.0)
+        assert config.online == dataclasses.replace(experiment.config.online, finetune_lr=online_lr), arch
 
 
 def test_alexnets_learning_rate_is_scaled_except_at_the_paper_profile() -> None:
-    """AlexNet (no normalisation layer) trains at a lower rate at our profiles; at `paper`
-    Table 5's rates stand for every network."""
+    """AlexNet (no normalisation layer) trains, and is fine-tuned online, at a lower rate at our
+    profiles (the online stage runs at the training rate, as in the paper); at `paper` Table 5's
+    rates stand for every network."""
     for profile in ("quick", "ci", "cpu", "paper"):
         config = get_profile(profile)
         overrides = chapter.arm_overrides(config, "alexnet")
         scaled = profile != "paper"
-        assert ("train.lr" in overrides) is scaled, profile
+        assert ("train.lr" in overrides) is scaled and ("online.finetune_lr" in overrides) is scaled, profile
         if scaled:
             assert overrides["train.lr"] == pytest.approx(0.4 * config.train.lr)
-        assert "train.lr" not in chapter.arm_overrides(config, "convnet")
+            assert overrides["online.finetune_lr"] == pytest.approx(0.4 * config.online.finetune_lr)
+        assert not {"train.lr", "online.finetune_lr"} & set(chapter.arm_overrides(config, "convnet"))
 
 
 def test_the_profiles_network_is_its_own_target(experiment) -> None:
