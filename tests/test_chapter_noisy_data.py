@@ -51,7 +51,7 @@ def test_ddm_plus_is_ours_and_its_numbers_may_be_absent() -> None:
     fields = chapter.Result.__dataclass_fields__
     plus = {name for name in HEADLINES if f"_{chapter.PLUS}_" in name}
     assert len(plus) == 4 * len(chapter.FRACTIONS)                   # accuracy, precision, recall, removed
-    assert chapter.NOT_YET_RECORDED == plus
+    assert chapter.Result.not_yet_recorded() == plus
     for name in plus:
         assert fields[name].default is None, name
         assert chapter.Result.headline_notes()[name] == base.NOT_RECORDED_NOTE
@@ -95,17 +95,20 @@ def test_ddm_plus_is_read_against_random_and_the_papers_ddm() -> None:
                   acc_ddm_20=71.5)                                             # floor 1
     better = reading(**common, acc_ddm_plus_20=74.0)                          # +4.0 on random, +2.5 on DDM
     assert "**DDM+ (ours, soft labels; not the paper's method, no row in Table 6).**" in better
-    assert "Against random removal it is clearly better at 1 of 1 shares (20%) and clearly worse at 0 (none)" in better
+    assert ("Against a random order it is clearly better at 1 of 1 shares (20%) and clearly worse at 0 (none); "
+            "DDM+ − random, in points: 20%: +4.0 (threshold 1.0)") in better
     assert ("Against the paper's DDM it is clearly better at 1 of 1 shares (20%) and clearly worse at 0 (none); "
             "DDM+ − DDM, in points: 20%: +2.5 (threshold 1.0).") in better
+    assert "Here DDM+ improves on the paper's DDM." in better
     worse = reading(**common, acc_ddm_plus_20=69.0)                           # -1.0 on random, -2.5 on DDM
-    assert "Against random removal it is clearly better at 0 of 1 shares (none) and clearly worse at 0 (none)" in worse
+    assert "Against a random order it is clearly better at 0 of 1 shares (none) and clearly worse at 0 (none)" in worse
     assert "Against the paper's DDM it is clearly better at 0 of 1 shares (none) and clearly worse at 1 (20%)" in worse
+    assert "Here DDM+ falls behind the paper's DDM." in worse
     spread = reading(**{**common, "spread_random_20": 6.0}, acc_ddm_plus_20=74.0)   # threshold 3.0: random only
-    assert "Against random removal it is clearly better at 1 of 1" in spread
+    assert "Against a random order it is clearly better at 1 of 1" in spread
     assert "Against the paper's DDM it is clearly better at 0 of 1 shares (none)" in spread
     only_ddm = reading(acc_ddm_30=60.0, acc_ddm_plus_30=70.0)                # no random order measured
-    assert "Against random removal" not in only_ddm and "30%: +10.0 (threshold 0.0)" in only_ddm
+    assert "Against a random order" not in only_ddm and "30%: +10.0 (threshold 0.0)" in only_ddm
     assert "DDM+" not in reading(**common)                                    # a record made before DDM+
     found = reading(noisy_share=20.0, train_images=1000, removed_ddm_plus_10=10.0, precision_ddm_plus_10=30.0)
     assert "DDM+ (ours): above chance at 1 of 1 shares (10%); precision 10%: 30% (bar 28%)" in found

@@ -429,7 +429,7 @@ def _reading(run: RunNumbers) -> list[str]:
         lines.append("* **Table 3's claim: DDM's ranking beats the influence functions'.** DDM against "
                      + "; against ".join(against) + " (same thresholds as against random). The paper has DDM "
                      "above all three from 1% on.")
-    plus_line = _plus_reading(run, floor)
+    plus_line = plus_reading(run, floor)
     if plus_line:
         lines.append(plus_line)
     _, hurts, gaps = _compare(run, "ddm_helpful", "random", floor)
@@ -455,13 +455,19 @@ def _reading(run: RunNumbers) -> list[str]:
     return lines
 
 
-def _plus_reading(run: RunNumbers, floor: float | None) -> str | None:
-    """DDM+ (ours) against the paper's DDM and against random removal, by the rule of
-    :func:`_compare`; None where DDM+ was not measured (the runs recorded before it) or has
-    nothing measured to stand against."""
+PLUS_HEADING = ("* **DDM+ (ours, soft labels; not in the paper).** Its ranking is the same objective on its own "
+                "synset, removed and retrained as DDM's row is.")
+
+
+def plus_reading(run: RunNumbers, floor: float | None, fractions: tuple[int, ...] = FRACTIONS,
+                 heading: str = PLUS_HEADING, plus: str = "ddm_plus") -> str | None:
+    """DDM+ (ours) against the paper's DDM and against random removal, share by share, by the
+    rule of :func:`_compare`, under ``heading``; chapter 13 passes Table 6's shares and its own
+    heading. None where DDM+ was not measured (the runs recorded before it) or has nothing
+    measured to stand against."""
     parts, worse_than_ddm, better_than_ddm = [], None, None
     for other, what in (("ddm", "the paper's DDM"), ("random", "a random order")):
-        above, below, gaps = _compare(run, "ddm_plus", other, floor)
+        above, below, gaps = _compare(run, plus, other, floor, fractions)
         if not gaps:
             continue
         parts.append(f"Against {what} it is clearly better at {len(above)} of {len(gaps)} shares "
@@ -476,8 +482,7 @@ def _plus_reading(run: RunNumbers, floor: float | None) -> str | None:
                " Here DDM+ improves on the paper's DDM." if better_than_ddm else
                " Here DDM+ falls behind the paper's DDM." if worse_than_ddm else
                " Here DDM+ is not clearly different from the paper's DDM.")
-    return ("* **DDM+ (ours, soft labels; not in the paper).** Its ranking is the same objective on its own "
-            "synset, removed and retrained as DDM's row is. " + ". ".join(parts) + "." + summary)
+    return heading + " " + ". ".join(parts) + "." + summary
 
 
 def verdict(result: Result, recorded=()) -> str:

@@ -462,7 +462,7 @@ def _table2_claim(run: RunNumbers) -> list[str]:
 
 
 def _ground_truth(run: RunNumbers) -> list[str]:
-    measured = [s for s in ("ddm", "ddm_match", "if", "lissa", "fastif", "scaleup", "tracin", "trak", "random",
+    measured = [s for s in ("ddm", "ddm_plus", "ddm_match", "if", "lissa", "fastif", "scaleup", "tracin", "trak", "random",
                             "predict", "clustering") if run.has(f"spearman_{s}")]
     if "ddm" not in measured:
         return []
@@ -564,15 +564,17 @@ def _ddm_plus(run: RunNumbers) -> list[str]:
 
 
 def _cost(run: RunNumbers) -> list[str]:
-    timed = [s for s in ("ddm", "if", "lissa", "fastif", "scaleup", "tracin", "trak") if run.has(f"seconds_{s}")]
+    timed = [s for s in ("ddm", "ddm_plus", "if", "lissa", "fastif", "scaleup", "tracin", "trak")
+             if run.has(f"seconds_{s}", f"peak_mb_{s}")]
     if "ddm" not in timed:
         return []
     return ["* **Cost on this machine.** "
             + ", ".join(f"{LABELS[s].split(' (')[0]} {run[f'seconds_{s}']:.3g} s / {run[f'peak_mb_{s}']:.0f} MiB"
                         for s in timed)
-            + " (wall time and peak memory above the start, for every test point of every draw). DDM's time is its "
-              "online stage only: the Eq. 8 fine-tunes and fits for every objective; its offline distillation "
-              "(chapter 02, `benchmarks/bench_distill.py`) comes on top, once per data set."]
+            + " (wall time and peak memory above the start, for every test point of every draw). DDM's time "
+            + ("(and DDM+'s) " if "ddm_plus" in timed else "")
+            + "is its online stage only: the Eq. 8 fine-tunes and fits for every objective; its offline "
+              "distillation (chapter 02, `benchmarks/bench_distill.py`) comes on top, once per data set."]
 
 
 def _reading(run: RunNumbers) -> list[str]:

@@ -82,9 +82,6 @@ ROW_ORDER = ("ddm", PLUS, *(key for key in RANKING_LABELS if key not in ("ddm", 
 # How the headline fields name each ranking where it differs from its label.
 FIELD_WORDS = {"random": f"{RANKING_LABELS['random']}, mean of seeds",
                PLUS: "DDM+ ranking (ours, soft labels; not the paper's)"}
-# DDM+ came after this chapter's cpu records (made 2026-12-05); they lack its numbers until re-made.
-NOT_YET_RECORDED = frozenset(f"{kind}_{PLUS}_{x}" for kind in ("acc", "precision", "recall", "removed")
-                             for x in FRACTIONS)
 PAPER_ROWS = {"ddm": "DDM", "random": "Random"}   # our ranking key -> Table 6's row
 # Verdict thresholds, named where they are used.
 SPREAD_SHARE = harmful_data.SPREAD_SHARE   # a gap is clear above the noise floor AND this share of the seeds' spread
@@ -94,8 +91,9 @@ DETECTION_Z = 2.0   # a removal finds noisy images above chance when its precisi
 
 # ------------------------------------------------------------------------------------------ the result
 def _number(name: str, label: str) -> tuple:
-    """(type, headline) of a ranking's number; None in the records that predate it (:data:`NOT_YET_RECORDED`)."""
-    if name in NOT_YET_RECORDED:
+    """(type, headline) of a ranking's number. DDM+ came after this chapter's cpu records (made
+    2026-12-05): its numbers are marked not yet recorded (None in those records) until re-made."""
+    if f"_{PLUS}_" in name:
         return float | None, headline(label, default=None, note=NOT_RECORDED_NOTE)
     return float, headline(label)
 
@@ -416,25 +414,9 @@ def _above_chance(run: RunNumbers, key: str) -> tuple[list[int], list[str]] | No
     return (above, cells) if cells else None
 
 
-def _plus_line(run: RunNumbers, floor: float | None) -> str | None:
-    """DDM+ (ours) read against random removal and against the paper's DDM, share by share, by
-    the rule of every other gap; None when DDM+ was not measured (records made before it)."""
-    parts = []
-    above, below, gaps = harmful_data._compare(run, PLUS, "random", floor, FRACTIONS)
-    if gaps:
-        parts.append(f"Against random removal it is clearly better at {len(above)} of {len(gaps)} shares "
-                     f"({harmful_data._shares(above)}) and clearly worse at {len(below)} "
-                     f"({harmful_data._shares(below)}).")
-    above, below, gaps = harmful_data._compare(run, PLUS, "ddm", floor, FRACTIONS)
-    if gaps:
-        parts.append(f"Against the paper's DDM it is clearly better at {len(above)} of {len(gaps)} shares "
-                     f"({harmful_data._shares(above)}) and clearly worse at {len(below)} "
-                     f"({harmful_data._shares(below)}); DDM+ − DDM, in points: " + "; ".join(gaps) + ".")
-    if not parts:
-        return None
-    return ("* **DDM+ (ours, soft labels; not the paper's method, no row in Table 6).** Supp. Eq. 14 on the "
-            "fine-tunes of our synset with learnable soft labels, the same shares removed and retrained exactly. "
-            + " ".join(parts))
+PLUS_HEADING = ("* **DDM+ (ours, soft labels; not the paper's method, no row in Table 6).** Supp. Eq. 14 on the "
+                "fine-tunes of our synset with learnable soft labels, the same shares removed and retrained "
+                "exactly.")
 
 
 def _reading(run: RunNumbers) -> list[str]:
@@ -474,7 +456,7 @@ def _reading(run: RunNumbers) -> list[str]:
         lines.append(f"* **Does removing data help?** After removing {first}% by DDM's ranking the accuracy is "
                      f"{run[f'acc_ddm_{first}']:.1f}% ({harmful_data._points(gain)} points against nothing removed; "
                      f"Table 6: {paper.TABLE6['DDM'][first] - paper.TABLE6['DDM'][0]:+.1f}): {judged}")
-    plus = _plus_line(run, floor)
+    plus = harmful_data.plus_reading(run, floor, FRACTIONS, PLUS_HEADING, PLUS)
     if plus:
         lines.append(plus)
     for key in ("exact", "tracin", *INFLUENCE_KEYS, ORACLE):
