@@ -77,6 +77,28 @@ def test_against_the_better_reference(plus: float, words: str) -> None:
     assert f"DDM+ {words}" in text and "0.30" in text
 
 
+@pytest.mark.parametrize("ceiling, words", [(0.15, "no change to the distillation alone can be expected"),
+                                            (0.40, "a synset that imitated it well could reach")])
+def test_the_real_cluster_ceiling_is_read_against_the_target(ceiling: float, words: str) -> None:
+    text = _reading(heldout_paper=-0.1, heldout_plus=0.1, heldout_tracin=0.1, heldout_noise=0.5,
+                    heldout_ascent=0.05, heldout_ascent_tuned=ceiling, plus_description="x")
+    assert f"at {format_number(ceiling, 2)} at its best online settings ({format_number(0.05, 2)} at the profile's)" in text
+    assert words in text and f"{format_number(100 * ceiling / 0.5, 2)}% of the noise floor" in text
+
+
+def test_the_ceiling_is_real_ascent_at_its_best_online_settings(result) -> None:
+    """The tuned ceiling ranks at least as well as the profile's on the choosing points (the grid
+    holds the profile's settings), and is marked as missing from records made before it."""
+    from ddm.metrics import rowwise_spearman
+
+    exact, rows = result.effects["exact"], slice(0, result.selection_points)
+
+    def choosing(key: str) -> float:
+        return float(np.nanmean(rowwise_spearman(result.effects[key][rows], exact[rows])))
+    assert choosing("ascent_tuned") >= choosing("ascent") - 1e-12
+    assert {f"heldout_{k}" for k in chapter.CEILING} <= chapter.Result.not_yet_recorded()
+
+
 def test_single_changes_are_ranked_by_their_gain() -> None:
     text = _reading(heldout_paper=-0.1, heldout_plus=0.2, heldout_tracin=0.1, heldout_soft=0.2, heldout_mse=-0.2,
                     heldout_ipc2=0.0, plus_description="x")
