@@ -77,10 +77,12 @@ PROFILE_SETTINGS = {
                              "of them with a noise floor, cost 7K + 3 exact retrains: 703 at the profile's K = 100, "
                              "about three hours of a 2-core CPU per data set, against 143 at K = 20"),
     "ci": datasets.ProfileSettings(
-        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 50},
+        overrides={"clusters.clusters_per_class": 1, "data.train_per_class": 30, "train.epochs": 4,
+                   "distill.steps": 50},
         reason="four targets, each with its own exact leave-one-cluster-out retraining and three of them with a "
-               "noise floor, cost 7K + 3 exact retrains, and the ci book gives a chapter a few minutes: one "
-               "cluster per class (K = 10) of 50 images per class makes 73 small retrains"),
+               "noise floor, cost 7K + 3 exact retrains, and the ci book gives a chapter about 3 minutes: one "
+               "cluster per class (K = 10) of 30 images per class, 4 epochs and 50 distillation steps make 73 "
+               "small retrains and 8 short distillations"),
     "quick": fewer_clusters(1, "four targets, each with its own exact leave-one-cluster-out retraining and three of "
                                "them with a noise floor, cost 7K + 3 exact retrains: 353 at the profile's K = 50, "
                                "against 73 at K = 10, which keeps the chapter within a few minutes"),
